@@ -1,0 +1,1 @@
+"""cxr-covid utilities."""

@@ -1,0 +1,53 @@
+"""Command line: ``python -m cxr_utils run ...`` and ``python -m cxr_utils data download ...``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from . import config, download, runner, sources
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m cxr_utils", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="execute a notebook once per params file (papermill)")
+    run.add_argument("notebook", help="e.g. notebooks/01_data_merge.ipynb")
+    run.add_argument("params", nargs="+", help="flat YAML params files; one run each")
+    run.add_argument("--profile", default="default",
+                     help=f"scale the runs to the machine ({', '.join(config.available_profiles())})")
+    run.add_argument("--out", default=None, help="output root (default: CXR_OUTPUT_DIR or outputs/)")
+    run.add_argument("--force", action="store_true", help="redo runs that already have a complete result")
+    run.add_argument("--kernel", default=None, help="Jupyter kernel (default: the notebook's own)")
+
+    data = sub.add_parser("data", help="data commands")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    dl = data_sub.add_parser("download", help="fetch the sources (needs internet)")
+    dl.add_argument("--root", default=None, help="data root (default: CXR_DATA_ROOT or data/raw/)")
+    dl.add_argument("--sources", nargs="+", default=list(sources.SOURCES), choices=sources.SOURCES)
+    dl.add_argument("--latest", action="store_true", help="keep upstream HEAD instead of the mirrored commits")
+    dl.add_argument("--git-base", default=download.GITHUB, help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            outcomes = runner.run_batch(args.notebook, args.params, profile=args.profile,
+                                        out=args.out, force=args.force, kernel=args.kernel)
+            return 1 if any(o.status == "failed" for o in outcomes) else 0
+        root = Path(args.root or os.environ.get("CXR_DATA_ROOT") or config.PROJECT_ROOT / "data" / "raw")
+        download.download(args.sources, root, git_base=args.git_base, latest=args.latest)
+        return 0
+    except (config.ConfigError, download.DownloadError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,241 @@
+"""Settings and parameters: data root, output folder, params files, profiles, validation.
+
+A notebook's parameters are declared once, in its cell tagged ``parameters``, as
+``name: Type = default  # help``. Everything else (the runner's checks, the notebook's own
+checks, the README table) reads that cell through :func:`notebook_parameters`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
+PROFILES_DIR = PROJECT_ROOT / "params" / "profiles"
+SHARED_DATA_ROOT = PROJECT_ROOT.parent / "shared" / "cxr-data"
+
+# Parameters every notebook has, which the runner fills in (run name, folder, profile).
+RUNNER_PARAMETERS = ("run_name", "output_dir", "profile")
+
+
+class ConfigError(ValueError):
+    """A setting, params file or parameter value is wrong; the message names it."""
+
+
+# --------------------------------------------------------------------------- folders
+
+
+def data_root(explicit: str | os.PathLike | None = None) -> Path:
+    """The data root: explicit value, else env ``CXR_DATA_ROOT``, else the shared mirror
+    beside the checkout when it exists, else ``data/raw/`` in the project."""
+    if explicit:
+        root, origin = Path(explicit), "the data_root parameter"
+    elif os.environ.get("CXR_DATA_ROOT"):
+        root, origin = Path(os.environ["CXR_DATA_ROOT"]), "env CXR_DATA_ROOT"
+    elif SHARED_DATA_ROOT.is_dir():
+        root, origin = SHARED_DATA_ROOT, "the shared mirror"
+    else:
+        root, origin = PROJECT_ROOT / "data" / "raw", "the default data/raw/"
+    root = root.expanduser().resolve()
+    if not root.is_dir():
+        raise ConfigError(
+            f"data root {root} (from {origin}) does not exist. Set CXR_DATA_ROOT to the folder "
+            "holding figure1/, cohen/, radiography/ and actualmed/, or fetch the data with "
+            "`python -m cxr_utils data download`."
+        )
+    return root
+
+
+def output_root() -> Path:
+    """Where runs write: env ``CXR_OUTPUT_DIR``, else ``outputs/`` in the project."""
+    return Path(os.environ.get("CXR_OUTPUT_DIR") or PROJECT_ROOT / "outputs").resolve()
+
+
+def cache_dir() -> Path:
+    """Caches (decoded images, features) live under the output root, never in the data root."""
+    return output_root() / "cache"
+
+
+def run_dir(notebook: str, run_name: str, explicit: str | None = None) -> Path:
+    """``outputs/<notebook-stem>/<run-name>/`` unless an explicit folder is given."""
+    if explicit:
+        path = Path(explicit)
+        return (path if path.is_absolute() else PROJECT_ROOT / path).resolve()
+    return output_root() / Path(notebook).stem / run_name
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One entry of a notebook's ``parameters`` cell."""
+
+    name: str
+    annotation: str
+    default: Any
+    help: str
+
+
+def notebook_path(notebook: str | os.PathLike) -> Path:
+    """Resolve ``02_custom_cnn``, ``02_custom_cnn.ipynb`` or a path to the notebook file."""
+    path = Path(notebook)
+    if path.suffix != ".ipynb":
+        path = path.with_suffix(".ipynb")
+    if not path.exists() and not path.is_absolute():
+        path = NOTEBOOKS_DIR / path.name
+    if not path.exists():
+        raise ConfigError(f"notebook {notebook} not found (looked for {path})")
+    return path
+
+
+def notebook_parameters(notebook: str | os.PathLike) -> dict[str, Parameter]:
+    """Read the ``parameters`` cell of a notebook (via papermill's own parser)."""
+    import papermill
+
+    path = notebook_path(notebook)
+    found = papermill.inspect_notebook(str(path))
+    if not found:
+        raise ConfigError(f"{path.name} has no cell tagged 'parameters'")
+    spec = {}
+    for name, info in found.items():
+        annotation = info.get("inferred_type_name") or "None"
+        if annotation == "None":
+            raise ConfigError(f"{path.name}: parameter '{name}' has no type annotation")
+        spec[name] = Parameter(name, annotation, _literal(info["default"]), info.get("help", ""))
+    return spec
+
+
+def _literal(text: str) -> Any:
+    import ast
+
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,),
+    "float": (int, float),
+    "str": (str,),
+    "bool": (bool,),
+    "list": (list,),
+    "dict": (dict,),
+}
+
+
+def _accepts(annotation: str, value: Any) -> bool:
+    """Does ``value`` fit an annotation such as ``int``, ``Optional[str]``, ``Union[str, list]``?"""
+    ann = annotation.replace(" ", "")
+    if ann.startswith("Optional[") and ann.endswith("]"):
+        return value is None or _accepts(ann[len("Optional[") : -1], value)
+    if ann.startswith("Union[") and ann.endswith("]"):
+        return any(_accepts(part, value) for part in ann[len("Union[") : -1].split(","))
+    base = ann.split("[", 1)[0].lower()
+    if base not in _TYPES:
+        raise ConfigError(f"unsupported parameter annotation '{annotation}'")
+    if isinstance(value, bool) and base in ("int", "float"):
+        return False
+    return isinstance(value, _TYPES[base])
+
+
+def validate_parameters(
+    values: Mapping[str, Any], spec: Mapping[str, Parameter], where: str
+) -> None:
+    """Reject unknown keys and ill-typed values, naming the key, value and expected type."""
+    problems = []
+    for key, value in values.items():
+        if key not in spec:
+            known = ", ".join(sorted(spec))
+            problems.append(f"unknown key '{key}' (known: {known})")
+        elif not _accepts(spec[key].annotation, value):
+            problems.append(
+                f"key '{key}' = {value!r} ({type(value).__name__}) is not {spec[key].annotation}"
+            )
+    if problems:
+        raise ConfigError(f"{where}: " + "; ".join(problems))
+
+
+def load_params_file(path: str | os.PathLike) -> dict[str, Any]:
+    """A flat YAML mapping of parameter names to values."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"params file {path} not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"params file {path} is not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"params file {path} must be a mapping of parameter: value")
+    nested = [k for k, v in data.items() if isinstance(v, dict)]
+    if nested:
+        raise ConfigError(f"params file {path} must be flat; nested keys: {', '.join(nested)}")
+    return data
+
+
+# --------------------------------------------------------------------------- profiles
+
+
+def available_profiles() -> list[str]:
+    """Names of the profiles in ``params/profiles/``."""
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+
+
+def load_profile(name: str) -> dict[str, Any]:
+    """A profile: ``caps`` (numeric upper bounds; None means no limit) and ``set`` (overrides)."""
+    if name in ("none", ""):
+        return {"caps": {}, "set": {}}
+    path = PROFILES_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"profile '{name}' not found (known: {', '.join(available_profiles())})")
+    data = yaml.safe_load(path.read_text()) or {}
+    unknown = set(data) - {"description", "caps", "set"}
+    if unknown:
+        raise ConfigError(f"profile {path}: unknown sections {sorted(unknown)}")
+    return {"caps": data.get("caps") or {}, "set": data.get("set") or {}}
+
+
+def apply_profile(params: Mapping[str, Any], profile: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Overlay a profile on a run's params. Returns (effective params, what changed).
+
+    Caps lower a numeric value (a value of None, meaning "all", becomes the cap); ``set``
+    replaces a value. Only keys the run has are touched, so one profile serves every notebook.
+    """
+    prof = load_profile(profile)
+    effective = dict(params)
+    changed: dict[str, Any] = {}
+    for key, cap in prof["caps"].items():
+        if key in effective and cap is not None:
+            value = effective[key]
+            new = cap if value is None else min(value, cap)
+            if new != value:
+                effective[key] = new
+                changed[key] = {"requested": value, "effective": new}
+    for key, value in prof["set"].items():
+        if key in effective and effective[key] != value:
+            changed[key] = {"requested": effective[key], "effective": value}
+            effective[key] = value
+    return effective, changed
+
+
+def collect_parameters(
+    notebook: str, namespace: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """In a notebook: gather its parameters from ``globals()``, validate them, apply the profile.
+
+    Returns (requested, effective, changed-by-profile).
+    """
+    spec = notebook_parameters(notebook)
+    missing = [name for name in spec if name not in namespace]
+    if missing:
+        raise ConfigError(f"{notebook}: parameters not defined: {missing}")
+    requested = {name: namespace[name] for name in spec}
+    validate_parameters(requested, spec, where=notebook)
+    effective, changed = apply_profile(requested, requested.get("profile") or "none")
+    return requested, effective, changed

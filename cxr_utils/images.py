@@ -1,0 +1,128 @@
+"""Decode any pixel mode to 8-bit, check files, and hash images (exact and perceptual).
+
+Radiographs arrive as L, RGB, RGBA, P, LA, 1-bit and 16-bit files. Everything downstream sees
+8-bit grayscale (H, W) arrays from :func:`load_gray8`; a 3-channel copy is a view of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import imagehash
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+# Perceptual duplicate rule: pHash and dHash (64 bits each) Hamming distances added up.
+# Calibrated on the mirror: Cohen/Figure1 images re-encoded into the Radiography COVID folder
+# sit at 0-6, while the closest pair that cannot be a copy (Radiography COVID vs Normal) is 7.
+NEAR_DUPLICATE_THRESHOLD = 6
+
+
+class ImageReadError(Exception):
+    """An image that cannot be used; ``reason`` is one of missing_file, unreadable, truncated."""
+
+    def __init__(self, path: Path, reason: str, detail: str):
+        super().__init__(f"{path}: {reason} ({detail})")
+        self.path, self.reason, self.detail = path, reason, detail
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What the manifest records about one decoded image."""
+
+    width: int
+    height: int
+    mode: str
+    sha256: str  # of the file's bytes: the cache key
+    pixel_sha256: str  # of the decoded 8-bit grayscale pixels: exact-duplicate key
+    phash: str
+    dhash: str
+
+
+def open_checked(path: str | Path) -> Image.Image:
+    """Open and fully decode an image, raising :class:`ImageReadError` with a reason."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(path, "missing_file", "no such file")
+    if path.stat().st_size == 0:
+        raise ImageReadError(path, "unreadable", "empty file")
+    try:
+        img = Image.open(path)
+        img.load()
+    except UnidentifiedImageError as err:
+        raise ImageReadError(path, "unreadable", f"not a recognised image: {err}") from err
+    except (OSError, SyntaxError, ValueError) as err:
+        reason = "truncated" if "truncated" in str(err).lower() else "unreadable"
+        raise ImageReadError(path, reason, str(err)) from err
+    return img
+
+
+def to_gray8(img: Image.Image) -> np.ndarray:
+    """Any PIL image as an 8-bit grayscale (H, W) array.
+
+    16-bit and 32-bit integer images are scaled linearly from their type's full range
+    (0-65535) unless all values already fit in 0-255; float images are min-max scaled.
+    Transparency is composited over black (the background of a radiograph).
+    """
+    mode = img.mode
+    if mode.startswith("I;16") or mode == "I":
+        arr = np.asarray(img, dtype=np.float64)
+        scale = 1.0 if arr.max(initial=0) <= 255 else 255.0 / 65535.0
+        return np.clip(np.rint(arr * scale), 0, 255).astype(np.uint8)
+    if mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        low, high = float(arr.min()), float(arr.max())
+        arr = (arr - low) / (high - low) * 255.0 if high > low else np.zeros_like(arr)
+        return np.rint(arr).astype(np.uint8)
+    if mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("RGBA", "LA", "PA"):
+        rgba = img.convert("RGBA")
+        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
+    return np.asarray(img.convert("L"), dtype=np.uint8)
+
+
+def load_gray8(path: str | Path) -> np.ndarray:
+    """Decode a file to an 8-bit grayscale array (raises :class:`ImageReadError`)."""
+    return to_gray8(open_checked(path))
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def pixel_sha256(gray: np.ndarray) -> str:
+    """sha256 of decoded pixels and their shape (same picture, any encoding -> same hash)."""
+    digest = hashlib.sha256(f"{gray.shape}".encode())
+    digest.update(np.ascontiguousarray(gray).tobytes())
+    return digest.hexdigest()
+
+
+def inspect_image(path: str | Path) -> ImageInfo:
+    """Decode one image and measure it (raises :class:`ImageReadError`)."""
+    img = open_checked(path)
+    gray = to_gray8(img)
+    small = Image.fromarray(gray)
+    return ImageInfo(
+        width=img.width,
+        height=img.height,
+        mode=img.mode,
+        sha256=file_sha256(path),
+        pixel_sha256=pixel_sha256(gray),
+        phash=str(imagehash.phash(small)),
+        dhash=str(imagehash.dhash(small)),
+    )
+
+
+def hamming_matrix(hex_hashes: list[str], other: list[str] | None = None) -> np.ndarray:
+    """Pairwise Hamming distances between 64-bit hashes written in hex."""
+    a = np.array([int(h, 16) for h in hex_hashes], dtype=np.uint64)
+    b = a if other is None else np.array([int(h, 16) for h in other], dtype=np.uint64)
+    return np.bitwise_count(a[:, None] ^ b[None, :]).astype(np.int16)
