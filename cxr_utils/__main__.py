@@ -23,6 +23,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="redo runs that already have a complete result")
     run.add_argument("--kernel", default=None, help="Jupyter kernel (default: the notebook's own)")
 
+    pipeline = sub.add_parser("pipeline", help="the main job: every stage in order (make report)")
+    pipeline.add_argument("--profile", default="default")
+    pipeline.add_argument("--out", default=None)
+    pipeline.add_argument("--force", action="store_true")
+
     data = sub.add_parser("data", help="data commands")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     dl = data_sub.add_parser("download", help="fetch the sources (needs internet)")
@@ -41,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
             outcomes = runner.run_batch(args.notebook, args.params, profile=args.profile,
                                         out=args.out, force=args.force, kernel=args.kernel)
             return 1 if any(o.status == "failed" for o in outcomes) else 0
+        if args.command == "pipeline":
+            return 0 if runner.run_pipeline(profile=args.profile, out=args.out, force=args.force) else 1
         root = Path(args.root or os.environ.get("CXR_DATA_ROOT") or config.PROJECT_ROOT / "data" / "raw")
         download.download(args.sources, root, git_base=args.git_base, latest=args.latest)
         return 0

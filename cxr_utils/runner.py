@@ -138,3 +138,40 @@ def run_batch(
     print(f"{done} complete, {len(outcomes) - done - len(failed)} skipped, {len(failed)} failed"
           + (f": {', '.join(failed)}" if failed else ""), flush=True)
     return outcomes
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of the main job: a notebook and the params files it runs."""
+
+    name: str
+    notebook: str
+    params_glob: str
+
+
+# The main job (`make report`), in order. Later notebooks add their stages here.
+STAGES = (
+    Stage("data merge", "notebooks/01_data_merge.ipynb", "params/data/default.yaml"),
+)
+
+
+def run_pipeline(stages: Sequence[Stage] = STAGES, *, profile: str = "default",
+                 out: str | Path | None = None, force: bool = False) -> bool:
+    """Run every stage in order; print each stage's wall time. False if any run failed."""
+    timings, ok = [], True
+    for stage in stages:
+        files = sorted(config.PROJECT_ROOT.glob(stage.params_glob))
+        if not files:
+            raise config.ConfigError(f"stage '{stage.name}': no params files match {stage.params_glob}")
+        print(f"== stage: {stage.name} ({len(files)} runs)", flush=True)
+        started = time.monotonic()
+        outcomes = run_batch(stage.notebook, files, profile=profile, out=out, force=force)
+        timings.append((stage.name, time.monotonic() - started))
+        if any(o.status == "failed" for o in outcomes):
+            ok = False
+            print(f"stage '{stage.name}' had failed runs; later stages may lack inputs", flush=True)
+    print(f"\nstage wall times (profile {profile}):")
+    for name, seconds in timings:
+        print(f"  {name:<20} {seconds / 60:6.2f} min")
+    print(f"  {'total':<20} {sum(s for _, s in timings) / 60:6.2f} min")
+    return ok

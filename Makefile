@@ -1,0 +1,31 @@
+# cxr-covid: two commands on a fresh machine.
+#   make report   create .venv, install, run the main job (PROFILE=default|full|paper|smoke)
+#   make test     create .venv if missing, run the unit tests and the notebooks (nbval)
+PYTHON ?= python3.11
+PROFILE ?= default
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: report test env lab clean-outputs
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
+	$(PY) -m pip install --quiet -e .
+	$(PY) -m ipykernel install --sys-prefix --name cxr-covid --display-name "Python (cxr-covid)"
+	@touch $(STAMP)
+
+env: $(STAMP)
+
+report: $(STAMP)
+	$(PY) -m cxr_utils pipeline --profile $(PROFILE)
+
+test: $(STAMP)
+	$(VENV)/bin/pytest --nbval tests notebooks
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab notebooks/
+
+clean-outputs:
+	rm -rf outputs/

@@ -1,0 +1,95 @@
+"""Settings resolution, params files, parameter validation and profiles."""
+
+from __future__ import annotations
+
+import pytest
+
+from cxr_utils import config
+
+
+def test_data_root_order(tmp_path, clean_env):
+    explicit, from_env = tmp_path / "explicit", tmp_path / "env"
+    explicit.mkdir()
+    from_env.mkdir()
+    clean_env.setenv("CXR_DATA_ROOT", str(from_env))
+    assert config.data_root(explicit) == explicit.resolve()
+    assert config.data_root() == from_env.resolve()
+    clean_env.delenv("CXR_DATA_ROOT")
+    clean_env.setattr(config, "SHARED_DATA_ROOT", tmp_path / "no-mirror")
+    clean_env.setattr(config, "PROJECT_ROOT", tmp_path / "project")
+    with pytest.raises(config.ConfigError, match=r"project/data/raw.*data/raw/"):
+        config.data_root()
+
+
+def test_data_root_defaults_to_the_shared_mirror_when_present(tmp_path, clean_env):
+    mirror = tmp_path / "shared" / "cxr-data"
+    mirror.mkdir(parents=True)
+    clean_env.setattr(config, "SHARED_DATA_ROOT", mirror)
+    assert config.data_root() == mirror.resolve()
+
+
+def test_output_root_and_run_dir(tmp_path, clean_env):
+    clean_env.setenv("CXR_OUTPUT_DIR", str(tmp_path / "out"))
+    assert config.run_dir("notebooks/01_data_merge.ipynb", "default") == (tmp_path / "out" / "01_data_merge" / "default").resolve()
+    assert config.run_dir("01_data_merge", "x", str(tmp_path / "elsewhere")) == (tmp_path / "elsewhere").resolve()
+
+
+def test_notebook_parameters_are_read_from_the_parameters_cell():
+    spec = config.notebook_parameters("01_data_merge")
+    assert set(config.RUNNER_PARAMETERS) <= set(spec)
+    assert spec["seed"].annotation == "int" and isinstance(spec["seed"].default, int)
+    assert spec["data_root"].annotation == "Optional[str]" and spec["data_root"].default is None
+    assert spec["profile"].default == "smoke"
+    assert all(p.help for p in spec.values())
+
+
+def test_validation_names_unknown_keys_and_bad_types():
+    spec = config.notebook_parameters("01_data_merge")
+    config.validate_parameters({"seed": 3, "data_root": None, "views": ["PA"], "train_fraction": 1}, spec, "ok")
+    with pytest.raises(config.ConfigError, match=r"x.yaml: unknown key 'sedd'"):
+        config.validate_parameters({"sedd": 3}, spec, "x.yaml")
+    with pytest.raises(config.ConfigError, match=r"key 'seed' = '3' \(str\) is not int"):
+        config.validate_parameters({"seed": "3"}, spec, "x.yaml")
+    with pytest.raises(config.ConfigError, match=r"key 'xray_only' = 1 \(int\) is not bool"):
+        config.validate_parameters({"xray_only": 1}, spec, "x.yaml")
+    with pytest.raises(config.ConfigError, match=r"key 'seed' = True"):
+        config.validate_parameters({"seed": True}, spec, "x.yaml")
+
+
+def test_params_files(tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text("seed: 4\nsources: [cohen]\n")
+    assert config.load_params_file(good) == {"seed": 4, "sources": ["cohen"]}
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("model:\n  epochs: 3\n")
+    with pytest.raises(config.ConfigError, match="must be flat; nested keys: model"):
+        config.load_params_file(nested)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("seed: [1, 2\n")
+    with pytest.raises(config.ConfigError, match="broken.yaml is not valid YAML"):
+        config.load_params_file(broken)
+    with pytest.raises(config.ConfigError, match="absent.yaml not found"):
+        config.load_params_file(tmp_path / "absent.yaml")
+
+
+def test_every_committed_data_params_file_is_valid():
+    spec = config.notebook_parameters("01_data_merge")
+    files = sorted((config.PROJECT_ROOT / "params" / "data").glob("*.yaml"))
+    assert {f.stem for f in files} >= {"default", "seed_rules"}
+    for path in files:
+        config.validate_parameters(config.load_params_file(path), spec, str(path))
+
+
+def test_profiles_cap_only_what_a_run_has():
+    params = {"max_images_per_source": None, "seed": 1, "epochs": 40, "input_size": 32}
+    effective, changed = config.apply_profile(params, "smoke")
+    assert effective["max_images_per_source"] == 24
+    assert effective["epochs"] == 1
+    assert effective["input_size"] == 32  # already below the cap
+    assert changed == {"max_images_per_source": {"requested": None, "effective": 24},
+                       "epochs": {"requested": 40, "effective": 1}}
+    assert params["epochs"] == 40  # the requested values are not modified
+    assert config.apply_profile(params, "none") == (params, {})
+    assert set(config.available_profiles()) >= {"smoke", "default", "full", "paper"}
+    with pytest.raises(config.ConfigError, match="profile 'huge' not found"):
+        config.apply_profile(params, "huge")

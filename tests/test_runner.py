@@ -1,0 +1,98 @@
+"""The papermill batch runner on a tiny notebook: complete, failed, unfinished, resumed, forced."""
+
+from __future__ import annotations
+
+import json
+
+import nbformat
+import pytest
+
+from cxr_utils import __main__ as cli
+from cxr_utils import config, results, runner
+
+PARAMETERS = '''run_name: str = "t"  # run name
+output_dir: Optional[str] = None  # run folder
+profile: str = "smoke"  # profile
+value: int = 1  # a number to double
+fail: bool = False  # raise in the notebook
+finish: bool = True  # mark the run complete at the end'''
+
+BODY = '''from pathlib import Path
+from cxr_utils import results
+params = dict(run_name=run_name, output_dir=output_dir, profile=profile, value=value, fail=fail, finish=finish)
+run = results.start_run("probe", "test", params, params, {}, Path(output_dir))
+if fail:
+    raise RuntimeError("asked to fail")
+run.record(metrics={"double": value * 2})
+if finish:
+    run.complete()'''
+
+
+@pytest.fixture
+def probe(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell(PARAMETERS)
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_code_cell("from typing import Optional"), params, nbformat.v4.new_code_cell(BODY)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = tmp_path / "probe.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+def params_file(folder, name, text):
+    path = folder / f"{name}.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_batch_records_outcomes_resumes_and_never_overwrites(probe, tmp_path):
+    out = tmp_path / "out"
+    files = [params_file(tmp_path, "good", "value: 21\n"), params_file(tmp_path, "bad", "fail: true\n"),
+             params_file(tmp_path, "unfinished", "finish: false\n")]
+    outcomes = runner.run_batch(probe, files, profile="smoke", out=out)
+    assert [o.status for o in outcomes] == ["complete", "failed", "failed"]
+    good = out / "probe" / "good"
+    result = results.read_result(good)
+    assert result["status"] == "complete" and result["metrics"] == {"double": 42}
+    assert result["profile"] == "smoke" and result["run"] == "good"
+    assert result["provenance"]["git_commit"] and result["provenance"]["versions"]["python"]
+    assert (good / "notebook.ipynb").is_file() and (good / "params.yaml").is_file()
+    bad = results.read_result(out / "probe" / "bad")
+    assert bad["status"] == "failed" and "asked to fail" in bad["error"]
+    assert "without marking" in results.read_result(out / "probe" / "unfinished")["error"]
+
+    again = runner.run_batch(probe, files, profile="smoke", out=out)
+    assert [o.status for o in again] == ["skipped", "failed", "failed"]
+    assert (out / "probe" / "bad.previous" / "result.json").is_file()  # the failed try was kept aside
+
+    forced = runner.run_batch(probe, files[:1], profile="smoke", out=out, force=True)
+    assert forced[0].status == "complete"
+    assert results.is_complete(out / "probe" / "good.previous")
+
+
+def test_bad_params_are_rejected_before_anything_runs(probe, tmp_path, capsys):
+    out = tmp_path / "out"
+    files = [params_file(tmp_path, "fine", "value: 1\n"), params_file(tmp_path, "typo", "valeu: 1\n")]
+    with pytest.raises(config.ConfigError, match=r"typo.yaml: unknown key 'valeu'"):
+        runner.run_batch(probe, files, out=out)
+    assert not out.exists()
+    wrong_type = params_file(tmp_path, "wrong", "value: many\n")
+    assert cli.main(["run", str(probe), str(wrong_type), "--out", str(out)]) == 2
+    assert "key 'value' = 'many' (str) is not int" in capsys.readouterr().err
+    reserved = params_file(tmp_path, "reserved", "profile: full\n")
+    with pytest.raises(config.ConfigError, match="set by the runner"):
+        runner.run_batch(probe, [reserved], out=out)
+    with pytest.raises(config.ConfigError, match="profile 'gpu' not found"):
+        runner.run_batch(probe, [files[0]], profile="gpu", out=out)
+
+
+def test_start_run_sets_an_earlier_result_aside(tmp_path):
+    folder = tmp_path / "run"
+    first = results.start_run("nb", "test", {"a": 1}, {"a": 1}, {}, folder)
+    first.complete()
+    second = results.start_run("nb", "test", {"a": 2}, {"a": 2}, {}, folder)
+    assert second.result["status"] == "running"
+    kept = json.loads((tmp_path / "run.previous" / "result.json").read_text())
+    assert kept["status"] == "complete" and kept["requested"] == {"a": 1}
+    assert not results.is_complete(folder)
