@@ -237,6 +237,8 @@ def select_rows(
         exclude(table["modality"].str.lower() != "x-ray", "not_xray", "modality " + table["modality"])
     if views == "frontal":
         exclude(~table["view"].map(is_frontal), "view_filtered", "view " + table["view"] + " is not frontal")
+    elif isinstance(views, str) and views != "all":
+        raise ConfigError(f"views '{views}' is not 'frontal', 'all' or a list of view names")
     elif views != "all":
         allowed = {v.lower() for v in views}
         exclude(~table["view"].str.lower().isin(allowed), "view_filtered", "view " + table["view"] + " not selected")

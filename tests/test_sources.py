@@ -124,6 +124,12 @@ def test_views_list_filter(fixture_root):
     assert set(kept["view"]) == {"PA"}
 
 
+def test_views_must_be_a_known_word_or_a_list(fixture_root):
+    table = sources.apply_label_rules(sources.read_cohen(fixture_root), "default")
+    with pytest.raises(config.ConfigError, match="views 'lateral'"):
+        sources.select_rows(table, views="lateral")
+
+
 def test_orphan_files_are_listed(fixture_root):
     table = sources.read_sources(fixture_root)
     orphans = sources.orphan_files(fixture_root, table, sources.SOURCES)
