@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
 	$(PY) -m pip install --quiet -e .
-	$(PY) -m ipykernel install --sys-prefix --name cxr-covid --display-name "Python (cxr-covid)"
+	$(PY) -m ipykernel install --sys-prefix --name cxr-covid --display-name "Python (cxr-covid)" --env TF_CPP_MIN_LOG_LEVEL 2
 	@touch $(STAMP)
 
 env: $(STAMP)

@@ -1,1 +1,1 @@
-"""cxr-covid utilities."""
+"""cxr-covid utilities: the notebooks' shared code (see the README's layout section)."""

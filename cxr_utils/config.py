@@ -188,39 +188,50 @@ def available_profiles() -> list[str]:
 
 
 def load_profile(name: str) -> dict[str, Any]:
-    """A profile: ``caps`` (numeric upper bounds; None means no limit) and ``set`` (overrides)."""
+    """A profile: ``scale`` (multiply numbers), ``caps`` (upper bounds), ``set`` (overrides)."""
     if name in ("none", ""):
-        return {"caps": {}, "set": {}}
+        return {"scale": {}, "caps": {}, "set": {}}
     path = PROFILES_DIR / f"{name}.yaml"
     if not path.is_file():
         raise ConfigError(f"profile '{name}' not found (known: {', '.join(available_profiles())})")
     data = yaml.safe_load(path.read_text()) or {}
-    unknown = set(data) - {"description", "caps", "set"}
+    unknown = set(data) - {"description", "scale", "caps", "set"}
     if unknown:
         raise ConfigError(f"profile {path}: unknown sections {sorted(unknown)}")
-    return {"caps": data.get("caps") or {}, "set": data.get("set") or {}}
+    return {section: data.get(section) or {} for section in ("scale", "caps", "set")}
+
+
+def _scaled(value: Any, factor: float) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value
+    return max(1, round(value * factor)) if isinstance(value, int) else value * factor
 
 
 def apply_profile(params: Mapping[str, Any], profile: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """Overlay a profile on a run's params. Returns (effective params, what changed).
 
-    Caps lower a numeric value (a value of None, meaning "all", becomes the cap); ``set``
-    replaces a value. Only keys the run has are touched, so one profile serves every notebook.
+    In order: ``scale`` multiplies a number (integers stay integers, at least 1), so a grid
+    keeps its contrasts (20/30/40 epochs stay distinct); ``caps`` lower a number (a value of
+    None, meaning "all", becomes the cap); ``set`` replaces a value. Only keys the run has
+    are touched, so one profile serves every notebook.
     """
     prof = load_profile(profile)
     effective = dict(params)
-    changed: dict[str, Any] = {}
+    for key, factor in prof["scale"].items():
+        if key in effective and effective[key] is not None:
+            effective[key] = _scaled(effective[key], factor)
     for key, cap in prof["caps"].items():
         if key in effective and cap is not None:
             value = effective[key]
-            new = cap if value is None else min(value, cap)
-            if new != value:
-                effective[key] = new
-                changed[key] = {"requested": value, "effective": new}
+            effective[key] = cap if value is None else min(value, cap)
     for key, value in prof["set"].items():
-        if key in effective and effective[key] != value:
-            changed[key] = {"requested": effective[key], "effective": value}
+        if key in effective:
             effective[key] = value
+    changed = {
+        key: {"requested": params[key], "effective": effective[key]}
+        for key in params
+        if effective[key] != params[key]
+    }
     return effective, changed
 
 

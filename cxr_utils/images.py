@@ -7,6 +7,7 @@ Radiographs arrive as L, RGB, RGBA, P, LA, 1-bit and 16-bit files. Everything do
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,3 +127,33 @@ def hamming_matrix(hex_hashes: list[str], other: list[str] | None = None) -> np.
     a = np.array([int(h, 16) for h in hex_hashes], dtype=np.uint64)
     b = a if other is None else np.array([int(h, 16) for h in other], dtype=np.uint64)
     return np.bitwise_count(a[:, None] ^ b[None, :]).astype(np.int16)
+
+
+# --------------------------------------------------------------------------- resized cache
+
+
+def resize_gray8(gray: np.ndarray, size: int) -> np.ndarray:
+    """Square resize (the study's squash, no crop), bilinear with antialiasing."""
+    return np.asarray(Image.fromarray(gray).resize((size, size), Image.BILINEAR), dtype=np.uint8)
+
+
+def cache_path(cache_root: Path, sha256: str, size: int) -> Path:
+    """Where the ``size`` px array of the file with this hash is kept."""
+    return Path(cache_root) / f"{size}px" / sha256[:2] / f"{sha256}.npy"
+
+
+def load_resized(path: str | Path, sha256: str, size: int, cache_root: Path) -> np.ndarray:
+    """The image decoded to 8-bit gray and resized, from the cache when there.
+
+    The cache is keyed by the file's sha256 and the size, so a changed file is decoded again
+    and every run (any notebook) shares the same arrays. Raises :class:`ImageReadError`.
+    """
+    target = cache_path(cache_root, sha256, size)
+    if target.is_file():
+        return np.load(target)
+    array = resize_gray8(load_gray8(path), size)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(f".{os.getpid()}.tmp.npy")
+    np.save(tmp, array)
+    tmp.replace(target)
+    return array

@@ -89,3 +89,29 @@ def duplicate_pairs(pairs: pd.DataFrame, root: str | Path, n: int = 4,
                           transform=axes[row, 0].transAxes)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def training_curves(history: pd.DataFrame, title: str, best_epoch: int | None = None,
+                    path: str | Path | None = None) -> plt.Figure:
+    """Accuracy, AUC and loss by epoch, train vs val, with the best epoch marked."""
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.3))
+    for ax, metric in zip(axes, ("accuracy", "auc", "loss")):
+        ax.plot(history["epoch"], history[metric], marker="o", ms=3, label="train")
+        ax.plot(history["epoch"], history[f"val_{metric}"], marker="o", ms=3, label="val")
+        if best_epoch:
+            ax.axvline(best_epoch, color="grey", ls=":", lw=1, label="best (val AUC)")
+        ax.set(title=metric, xlabel="epoch")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def confusion_matrix(counts, title: str, path: str | Path | None = None) -> plt.Figure:
+    """A 2x2 confusion matrix (rows: true label, columns: predicted)."""
+    fig, ax = plt.subplots(figsize=(3.6, 3.2))
+    sns.heatmap(counts, annot=True, fmt="d", cbar=False, cmap="Blues", ax=ax,
+                xticklabels=["NONCOVID", "COVID"], yticklabels=["NONCOVID", "COVID"])
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -93,3 +93,12 @@ def test_profiles_cap_only_what_a_run_has():
     assert set(config.available_profiles()) >= {"smoke", "default", "full", "paper"}
     with pytest.raises(config.ConfigError, match="profile 'huge' not found"):
         config.apply_profile(params, "huge")
+
+
+def test_default_profile_scales_before_capping_so_a_grid_keeps_its_contrasts():
+    runs = [{"input_size": 150, "epochs": 20}, {"input_size": 256, "epochs": 30}, {"input_size": 256, "epochs": 40}]
+    effective = [config.apply_profile(r, "default")[0] for r in runs]
+    assert [e["epochs"] for e in effective] == [5, 8, 10]
+    assert [e["input_size"] for e in effective] == [38, 64, 64]
+    _, changed = config.apply_profile({"max_train_images": None, "learning_rate": 1e-3}, "default")
+    assert changed == {"max_train_images": {"requested": None, "effective": 1000}}

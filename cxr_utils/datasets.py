@@ -1,0 +1,153 @@
+"""From the manifest to ``tf.data`` pipelines: subsets, cached arrays, in-graph augmentation.
+
+Images are decoded and resized once per size into the shared cache (see
+:func:`cxr_utils.images.load_resized`); a split is held in memory as uint8 and fed through
+``tf.data`` (shuffle with the run's seed, batch, augment with Keras preprocessing layers on
+training batches only, prefetch).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import config
+from .images import ImageReadError, load_resized
+
+# The study's ImageDataGenerator settings (rotation 40, shifts 0.2, shear 0.2, zoom 0.2, flip).
+# Legacy Keras reads shear_range in *degrees*, so the study's 0.2 is a shear of tan(0.2 deg).
+STUDY_AUGMENTATION = {
+    "rotation_degrees": 40.0,
+    "shift": 0.2,
+    "shear_degrees": 0.2,
+    "zoom": 0.2,
+    "horizontal_flip": True,
+    "fill_mode": "nearest",
+}
+
+
+@dataclass
+class SplitArrays:
+    """One split in memory: images (N, S, S) uint8, labels (N,) 1 = COVID, and their rows."""
+
+    x: np.ndarray
+    y: np.ndarray
+    rows: pd.DataFrame
+    failures: pd.DataFrame
+
+
+def read_manifest(path: str | Path) -> pd.DataFrame:
+    """Read ``manifest.csv``; a missing file says which command makes it."""
+    path = Path(path)
+    if not path.is_file():
+        raise config.ConfigError(
+            f"manifest {path} not found: run the data merge first: `python -m cxr_utils run "
+            f"notebooks/01_data_merge.ipynb params/data/{path.parent.name}.yaml`"
+        )
+    return pd.read_csv(path, dtype={"patient_id": str, "group_id": str})
+
+
+def manifest_path(data_run: str, explicit: str | None = None) -> Path:
+    """The manifest of a data-merge run (``outputs/01_data_merge/<data_run>/manifest.csv``)."""
+    if explicit:
+        return Path(explicit)
+    return config.run_dir("01_data_merge", data_run) / "manifest.csv"
+
+
+def subset(rows: pd.DataFrame, max_images: int | None, seed: int, balanced: bool) -> pd.DataFrame:
+    """A seeded subset of at most ``max_images`` rows.
+
+    ``balanced`` takes equal numbers per label (as far as the smaller label allows);
+    otherwise the label proportions are kept. None keeps every row.
+    """
+    if max_images is None or len(rows) <= max_images:
+        return rows
+    labels = sorted(rows["label"].unique())
+    if balanced:
+        per_label = {lab: max_images // len(labels) for lab in labels}
+    else:
+        shares = rows["label"].value_counts(normalize=True)
+        per_label = {lab: int(round(shares[lab] * max_images)) for lab in labels}
+    picked = [
+        rows[rows["label"] == lab].sample(min(n, int((rows["label"] == lab).sum())), random_state=seed)
+        for lab, n in per_label.items()
+    ]
+    return pd.concat(picked).sort_values("image_id")
+
+
+def load_split(
+    manifest: pd.DataFrame,
+    split: str,
+    size: int,
+    *,
+    root: Path,
+    max_images: int | None = None,
+    balanced: bool = False,
+    seed: int = 0,
+    cache_root: Path | None = None,
+) -> SplitArrays:
+    """Load one split's images at ``size`` px from the cache; bad files are recorded, not fatal."""
+    rows = subset(manifest[manifest["split"] == split], max_images, seed, balanced)
+    cache_root = cache_root or config.cache_dir() / "images"
+    arrays, kept, failures = [], [], []
+    for row in rows.itertuples():
+        try:
+            arrays.append(load_resized(Path(root) / row.path, row.sha256, size, cache_root))
+            kept.append(row.Index)
+        except ImageReadError as err:
+            failures.append({"image_id": row.image_id, "path": row.path, "reason": err.reason, "detail": err.detail})
+    x = np.stack(arrays) if arrays else np.zeros((0, size, size), np.uint8)
+    kept_rows = rows.loc[kept].reset_index(drop=True)
+    y = (kept_rows["label"] == "COVID").to_numpy(np.float32)
+    return SplitArrays(x, y, kept_rows, pd.DataFrame(failures, columns=["image_id", "path", "reason", "detail"]))
+
+
+def augmentation_layers(seed: int, spec: dict | None = None):
+    """The study's augmentation as Keras preprocessing layers (applied to training batches)."""
+    import keras
+
+    spec = spec or STUDY_AUGMENTATION
+    fill = spec["fill_mode"]
+    shear = math.tan(math.radians(spec["shear_degrees"]))
+    layers = [
+        keras.layers.RandomRotation(spec["rotation_degrees"] / 360.0, fill_mode=fill, seed=seed),
+        keras.layers.RandomTranslation(spec["shift"], spec["shift"], fill_mode=fill, seed=seed + 1),
+        keras.layers.RandomShear(x_factor=shear, y_factor=shear, fill_mode=fill, seed=seed + 2),
+        keras.layers.RandomZoom(spec["zoom"], spec["zoom"], fill_mode=fill, seed=seed + 3),
+    ]
+    if spec["horizontal_flip"]:
+        layers.append(keras.layers.RandomFlip("horizontal", seed=seed + 4))
+    return keras.Sequential(layers, name="study_augmentation")
+
+
+def make_dataset(
+    arrays: SplitArrays,
+    *,
+    batch_size: int,
+    channels: int = 3,
+    shuffle_seed: int | None = None,
+    augment=None,
+):
+    """A batched ``tf.data.Dataset`` of (float32 images 0-255 with ``channels``, labels (N, 1))."""
+    import tensorflow as tf
+
+    if channels not in (1, 3):
+        raise config.ConfigError(f"channels must be 1 or 3, got {channels}")
+    ds = tf.data.Dataset.from_tensor_slices((arrays.x[..., None], arrays.y[:, None]))
+    if shuffle_seed is not None:
+        ds = ds.shuffle(len(arrays.x), seed=shuffle_seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+
+    def to_float(images, labels):
+        images = tf.cast(images, tf.float32)
+        return (tf.repeat(images, channels, axis=-1) if channels == 3 else images), labels
+
+    ds = ds.map(to_float, num_parallel_calls=tf.data.AUTOTUNE)
+    if augment is not None:
+        ds = ds.map(lambda images, labels: (augment(images, training=True), labels),
+                    num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)

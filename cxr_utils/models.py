@@ -1,0 +1,88 @@
+"""Models: the study's custom CNN, its compile step, and checks of its parameters."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from .config import ConfigError
+
+OPTIMIZERS = ("rmsprop", "adam")
+LOSSES = ("binary_crossentropy", "categorical_crossentropy")
+OUTPUT_ACTIVATIONS = ("sigmoid", "softmax")
+
+
+def check_custom_cnn_params(params: Mapping[str, Any]) -> list[str]:
+    """Reject impossible values (ConfigError); return warnings for degenerate combinations.
+
+    The study ran two degenerate set-ups and reported them as results: a softmax over a
+    single output unit is constantly 1, and categorical cross-entropy over a single unit is
+    constantly 0 (Keras normalises the one prediction to 1). Both still run here, flagged.
+    """
+    problems = []
+    if str(params["optimizer"]).lower() not in OPTIMIZERS:
+        problems.append(f"optimizer '{params['optimizer']}' is not one of {OPTIMIZERS}")
+    if params["loss"] not in LOSSES:
+        problems.append(f"loss '{params['loss']}' is not one of {LOSSES}")
+    if params["activation_output"] not in OUTPUT_ACTIVATIONS:
+        problems.append(f"activation_output '{params['activation_output']}' is not one of {OUTPUT_ACTIVATIONS}")
+    smallest = params["input_size"] // 2 ** (4 + params["layers_to_add"])
+    if smallest < 1:
+        problems.append(
+            f"input_size {params['input_size']} is too small for {4 + params['layers_to_add']} pooling layers"
+        )
+    if params["learning_rate"] <= 0 or params["epochs"] < 1 or params["batch_size"] < 1:
+        problems.append("learning_rate, epochs and batch_size must be positive")
+    if problems:
+        raise ConfigError("; ".join(problems))
+    warnings = []
+    if params["activation_output"] == "softmax":
+        warnings.append(
+            "degenerate: softmax over a single output unit always outputs 1.0, so every image is "
+            "predicted COVID, AUC is 0.5 and nothing is learned (the study's runs 12-13)"
+        )
+    if params["loss"] == "categorical_crossentropy":
+        warnings.append(
+            "degenerate: categorical cross-entropy over a single output unit is constantly 0 (Keras "
+            "normalises the one prediction to 1), so there is no gradient (the study's run 14)"
+        )
+    return warnings
+
+
+def build_custom_cnn(
+    input_size: int = 256,
+    filter: int = 3,  # noqa: A002 - the study's parameter name
+    activation: str = "relu",
+    activation_output: str = "sigmoid",
+    layers_to_add: int = 0,
+    channels: int = 3,
+):
+    """The study's CNN: 4 (+``layers_to_add``) Conv2D+MaxPool blocks, Dropout, Dense(512), Dense(1).
+
+    Inputs are pixel values 0-255; a Rescaling layer (no weights) scales them to 0-1 as the
+    study's ``rescale=1./255`` did. At 256 px, 3x3 filters and 3 channels: 17,019,073 parameters.
+    """
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((input_size, input_size, channels), name="image")
+    x = layers.Rescaling(1.0 / 255, name="rescale")(inputs)
+    for n, width in enumerate([32, 64, 128, 128] + [128] * layers_to_add, start=1):
+        x = layers.Conv2D(width, filter, padding="same", activation=activation, name=f"conv{n}")(x)
+        x = layers.MaxPooling2D(2, name=f"pool{n}")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dropout(0.5, name="dropout")(x)
+    x = layers.Dense(512, activation=activation, name="dense")(x)
+    outputs = layers.Dense(1, activation=activation_output, name="output")(x)
+    return keras.Model(inputs, outputs, name="custom_cnn")
+
+
+def compile_model(model, optimizer: str, learning_rate: float, loss: str) -> None:
+    """Compile with the study's metrics (accuracy, AUC) and ``learning_rate=`` (not ``lr=``)."""
+    import keras
+
+    optimizers = {"rmsprop": keras.optimizers.RMSprop, "adam": keras.optimizers.Adam}
+    model.compile(
+        optimizer=optimizers[optimizer.lower()](learning_rate=learning_rate),
+        loss=loss,
+        metrics=["accuracy", keras.metrics.AUC(name="auc")],
+    )

@@ -1,0 +1,24 @@
+"""The original study's Table 1 (runs 1-19), kept as data to compare against and cite."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+TABLE1_FILE = Path(__file__).with_name("data") / "study_table1.csv"
+SOURCE = "Lopes, Costa, Pereira: Image Classification for COVID-19 Chest X-Ray Diagnosis (NOVA IMS), Table 1"
+
+
+def table1() -> pd.DataFrame:
+    """Every run of the study's Table 1 with its parameters and reported numbers."""
+    return pd.read_csv(TABLE1_FILE, dtype={"filter": "Int64"})
+
+
+def table1_row(run: int) -> dict:
+    """One run of Table 1 as a dict (KeyError naming the run if absent)."""
+    table = table1()
+    row = table[table["run"] == run]
+    if row.empty:
+        raise KeyError(f"run {run} is not in the study's Table 1 (runs {table['run'].min()}-{table['run'].max()})")
+    return {k: (None if pd.isna(v) else v.item() if hasattr(v, "item") else v) for k, v in row.iloc[0].items()}
