@@ -107,21 +107,65 @@ def load_split(
 
 
 def augmentation_layers(seed: int, spec: dict | None = None):
-    """The study's augmentation as Keras preprocessing layers (applied to training batches)."""
-    import keras
+    """The study's augmentation as one Keras preprocessing layer (for training batches)."""
+    return _study_augmentation_class()(spec or STUDY_AUGMENTATION, seed=seed, name="study_augmentation")
 
-    spec = spec or STUDY_AUGMENTATION
-    fill = spec["fill_mode"]
-    shear = math.tan(math.radians(spec["shear_degrees"]))
-    layers = [
-        keras.layers.RandomRotation(spec["rotation_degrees"] / 360.0, fill_mode=fill, seed=seed),
-        keras.layers.RandomTranslation(spec["shift"], spec["shift"], fill_mode=fill, seed=seed + 1),
-        keras.layers.RandomShear(x_factor=shear, y_factor=shear, fill_mode=fill, seed=seed + 2),
-        keras.layers.RandomZoom(spec["zoom"], spec["zoom"], fill_mode=fill, seed=seed + 3),
-    ]
-    if spec["horizontal_flip"]:
-        layers.append(keras.layers.RandomFlip("horizontal", seed=seed + 4))
-    return keras.Sequential(layers, name="study_augmentation")
+
+def _study_augmentation_class():
+    import keras
+    import tensorflow as tf
+
+    class StudyAugmentation(keras.layers.Layer):
+        """Random rotation, shift, shear and zoom composed into one affine map (one resample),
+        then a random horizontal flip: the legacy ImageDataGenerator's semantics, in-graph."""
+
+        def __init__(self, spec: dict, seed: int, **kwargs):
+            super().__init__(**kwargs)
+            self.spec = dict(spec)
+            self.seed_generator = keras.random.SeedGenerator(seed)
+
+        def _uniform(self, n, bound):
+            return keras.random.uniform((n,), -bound, bound, seed=self.seed_generator)
+
+        def call(self, images, training=True):
+            if not training:
+                return images
+            spec, shape = self.spec, tf.shape(images)
+            n, h, w = shape[0], tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
+            theta = self._uniform(n, math.radians(spec["rotation_degrees"]))
+            tx, ty = self._uniform(n, spec["shift"]) * w, self._uniform(n, spec["shift"]) * h
+            shear = self._uniform(n, math.radians(spec["shear_degrees"]))
+            zx, zy = 1.0 + self._uniform(n, spec["zoom"]), 1.0 + self._uniform(n, spec["zoom"])
+            zero, one = tf.zeros_like(theta), tf.ones_like(theta)
+
+            def matrix(*rows):  # nine (n,) tensors -> (n, 3, 3)
+                return tf.reshape(tf.stack(rows, axis=1), (-1, 3, 3))
+
+            cx, cy = (w - 1.0) / 2.0 * one, (h - 1.0) / 2.0 * one
+            # output pixel -> input pixel, about the image centre: C R T S Z C^-1
+            chain = [
+                matrix(one, zero, cx, zero, one, cy, zero, zero, one),
+                matrix(tf.cos(theta), -tf.sin(theta), zero, tf.sin(theta), tf.cos(theta), zero, zero, zero, one),
+                matrix(one, zero, tx, zero, one, ty, zero, zero, one),
+                matrix(one, -tf.sin(shear), zero, zero, tf.cos(shear), zero, zero, zero, one),
+                matrix(zx, zero, zero, zero, zy, zero, zero, zero, one),
+                matrix(one, zero, -cx, zero, one, -cy, zero, zero, one),
+            ]
+            full = chain[0]
+            for step in chain[1:]:
+                full = tf.linalg.matmul(full, step)
+            transform = tf.concat([tf.reshape(full, (-1, 9))[:, :6], tf.zeros((n, 2))], axis=1)
+            out = keras.ops.image.affine_transform(images, transform, interpolation="bilinear",
+                                                   fill_mode=spec["fill_mode"])
+            if spec["horizontal_flip"]:
+                flip = keras.random.uniform((n, 1, 1, 1), seed=self.seed_generator) < 0.5
+                out = tf.where(flip, tf.reverse(out, axis=[2]), out)
+            return out
+
+        def get_config(self):
+            return {**super().get_config(), "spec": self.spec}
+
+    return StudyAugmentation
 
 
 def make_dataset(

@@ -152,6 +152,7 @@ class Stage:
 # The main job (`make report`), in order. Later notebooks add their stages here.
 STAGES = (
     Stage("data merge", "notebooks/01_data_merge.ipynb", "params/data/default.yaml"),
+    Stage("custom CNN grid", "notebooks/02_custom_cnn.ipynb", "params/custom/run*.yaml"),
 )
 
 

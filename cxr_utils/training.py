@@ -66,9 +66,8 @@ def fit(model, train_ds, val_ds, *, epochs: int, folder: Path, monitor: str = "v
     folder.mkdir(parents=True, exist_ok=True)
     model_path = folder / MODEL_FILE
     checkpoint = keras.callbacks.ModelCheckpoint(model_path, monitor=monitor, mode="max", save_best_only=True)
-    # The timer must run before the checkpoint so that its seconds reach the history.
     started = time.perf_counter()
-    result = model.fit(train_ds, validation_data=val_ds, epochs=epochs,
+    result = model.fit(train_ds, validation_data=val_ds, epochs=epochs, shuffle=False,  # tf.data shuffles
                        callbacks=[_epoch_timer(), checkpoint], verbose=verbose)
     seconds = time.perf_counter() - started
     history = pd.DataFrame(result.history)
