@@ -22,7 +22,7 @@ report: $(STAMP)
 	$(PY) -m cxr_utils pipeline --profile $(PROFILE)
 
 test: $(STAMP)
-	$(VENV)/bin/pytest --nbval tests notebooks
+	CXR_OFFLINE=1 $(VENV)/bin/pytest --nbval tests notebooks
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import config, download, runner, sources
+from . import config, download, provision, runner, sources
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,6 +35,13 @@ def _parser() -> argparse.ArgumentParser:
     dl.add_argument("--sources", nargs="+", default=list(sources.SOURCES), choices=sources.SOURCES)
     dl.add_argument("--latest", action="store_true", help="keep upstream HEAD instead of the mirrored commits")
     dl.add_argument("--git-base", default=download.GITHUB, help=argparse.SUPPRESS)
+
+    weights = sub.add_parser("weights", help="weights commands")
+    weights_sub = weights.add_subparsers(dest="weights_command", required=True)
+    prov = weights_sub.add_parser("provision", help="provision ImageNet weights offline (xception)")
+    prov.add_argument("backbone", help="xception")
+    prov.add_argument("--wheel", default=None, help="a local pneumonia_model_package-0.3.0 wheel (else pip download)")
+    prov.add_argument("--dest", default=None, help="weights folder (default: outputs/weights/)")
     return parser
 
 
@@ -46,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
             outcomes = runner.run_batch(args.notebook, args.params, profile=args.profile,
                                         out=args.out, force=args.force, kernel=args.kernel)
             return 1 if any(o.status == "failed" for o in outcomes) else 0
+        if args.command == "weights":
+            provision.provision(args.backbone, wheel=args.wheel, dest=args.dest)
+            return 0
         if args.command == "pipeline":
             return 0 if runner.run_pipeline(profile=args.profile, out=args.out, force=args.force) else 1
         root = Path(args.root or os.environ.get("CXR_DATA_ROOT") or config.PROJECT_ROOT / "data" / "raw")

@@ -175,13 +175,18 @@ def make_dataset(
     channels: int = 3,
     shuffle_seed: int | None = None,
     augment=None,
+    one_hot: bool = False,
 ):
-    """A batched ``tf.data.Dataset`` of (float32 images 0-255 with ``channels``, labels (N, 1))."""
+    """A batched ``tf.data.Dataset`` of (float32 images 0-255 with ``channels``, labels).
+
+    Labels are (N, 1) with 1 = COVID, or (N, 2) one-hot [NONCOVID, COVID] for a softmax head.
+    """
     import tensorflow as tf
 
     if channels not in (1, 3):
         raise config.ConfigError(f"channels must be 1 or 3, got {channels}")
-    ds = tf.data.Dataset.from_tensor_slices((arrays.x[..., None], arrays.y[:, None]))
+    labels = np.eye(2, dtype=np.float32)[arrays.y.astype(int)] if one_hot else arrays.y[:, None]
+    ds = tf.data.Dataset.from_tensor_slices((arrays.x[..., None], labels))
     if shuffle_seed is not None:
         ds = ds.shuffle(len(arrays.x), seed=shuffle_seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)

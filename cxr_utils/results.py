@@ -108,6 +108,10 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"cannot record {type(value).__name__} in result.json")
 
 
+class RunSkipped(Exception):
+    """Raised by :meth:`Run.skip` to stop a notebook that cannot run (e.g. no weights)."""
+
+
 @dataclass
 class Run:
     """A run in progress: its folder and the ``result.json`` being written."""
@@ -125,6 +129,13 @@ class Run:
         print(f"WARNING: {message}")
         self.result["warnings"].append(message)
         self.save()
+
+    def skip(self, reason: str) -> None:
+        """Record ``skipped: <reason>`` and stop the notebook here (the batch goes on)."""
+        self.result["status"] = f"skipped: {reason}"
+        self.result["provenance"]["finished"] = now()
+        self.save()
+        raise RunSkipped(reason)
 
     def complete(self) -> None:
         """Mark the run complete: the last thing a notebook does."""

@@ -91,6 +91,9 @@ def execute_one(
         _mark_failed(folder, notebook.name, name, "interrupted")
         raise
     except Exception as err:  # papermill raises many kinds; each is recorded, the batch goes on
+        status = str((results.read_result(folder) or {}).get("status", ""))
+        if status.startswith("skipped"):  # the notebook stopped itself with a reason
+            return Outcome(name, folder, "skipped", time.monotonic() - started, status)
         _mark_failed(folder, notebook.name, name, _describe(err))
         return Outcome(name, folder, "failed", time.monotonic() - started, _describe(err))
     seconds = time.monotonic() - started

@@ -1,0 +1,106 @@
+"""Frozen-backbone features, computed once per image and cached on disk; the study's head.
+
+With the backbone frozen (and augmentation off, as in the study's transfer runs) a training
+epoch only changes the head, so the backbone's output for each image never changes. The
+study recomputed it for every image in every epoch; here it is computed once per (image hash,
+backbone, weights hash, size) and the head trains on the cached vectors.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import config
+from .backbones import Weights
+
+
+@dataclass
+class FeatureSet:
+    """Pooled features (N, F) float32 for a split's images, and how they were obtained."""
+
+    features: np.ndarray
+    computed: int  # images run through the backbone now
+    reused: int  # images read from the cache
+    seconds: float
+
+
+def cache_folder(backbone: str, weights: Weights, size: int, root: Path | None = None) -> Path:
+    """One folder per (backbone, weights file hash, size)."""
+    tag = (weights.sha256 or "random-init")[:16]
+    return (root or config.cache_dir() / "features") / f"{backbone}-{tag}-{size}px"
+
+
+def extract(extractor, images: np.ndarray, hashes: list[str], folder: Path, batch_size: int = 32) -> FeatureSet:
+    """Features for gray uint8 images (N, S, S), reading what the cache has and adding the rest.
+
+    A random-init backbone is not cached (its weights are not a fixed file).
+    """
+    started = time.perf_counter()
+    cache = folder if "random-init" not in folder.name else None
+    out: list[np.ndarray | None] = [None] * len(hashes)
+    if cache is not None:
+        for k, digest in enumerate(hashes):
+            path = cache / digest[:2] / f"{digest}.npy"
+            if path.is_file():
+                out[k] = np.load(path)
+    todo = [k for k, vec in enumerate(out) if vec is None]
+    for start in range(0, len(todo), batch_size):
+        chunk = todo[start : start + batch_size]
+        batch = np.repeat(images[chunk][..., None], 3, axis=-1).astype(np.float32)
+        vectors = np.asarray(extractor.predict_on_batch(batch), dtype=np.float32)
+        for k, vec in zip(chunk, vectors):
+            out[k] = vec
+            if cache is not None:
+                _save(cache / hashes[k][:2] / f"{hashes[k]}.npy", vec)
+    width = int(extractor.output_shape[-1])
+    features = np.stack(out) if out else np.zeros((0, width), np.float32)
+    return FeatureSet(features, len(todo), len(hashes) - len(todo), time.perf_counter() - started)
+
+
+def _save(path: Path, vector: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
+    np.save(tmp, vector)
+    tmp.replace(path)
+
+
+def build_head(features: int, name: str = "head"):
+    """The study's head on pooled features: Dense(2, softmax) (GAP is the backbone's pooling)."""
+    import keras
+
+    inputs = keras.Input((features,), name="features")
+    outputs = keras.layers.Dense(2, activation="softmax", name="classes")(inputs)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def compile_head(model, learning_rate: float) -> None:
+    """Adam and categorical cross-entropy over the two classes, as the study did."""
+    import keras
+
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+                  loss="categorical_crossentropy",
+                  metrics=["accuracy", keras.metrics.AUC(name="auc")])
+
+
+def feature_dataset(features: np.ndarray, y: np.ndarray, batch_size: int, shuffle_seed: int | None = None):
+    """A batched tf.data dataset of (features, one-hot labels)."""
+    import tensorflow as tf
+
+    labels = np.eye(2, dtype=np.float32)[np.asarray(y).astype(int)]
+    ds = tf.data.Dataset.from_tensor_slices((features, labels))
+    if shuffle_seed is not None:
+        ds = ds.shuffle(len(features), seed=shuffle_seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def end_to_end(extractor, head, name: str = "transfer_model"):
+    """The frozen backbone and the trained head as one Keras model (images 0-255 in)."""
+    import keras
+
+    inputs = keras.Input(extractor.input_shape[1:], name="image")
+    return keras.Model(inputs, head(extractor(inputs)), name=name)

@@ -1,0 +1,252 @@
+"""Backbones: weights resolver and its messages, hash check, Xception provisioning, features."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cxr_utils import backbones, config, features, provision, runner, study
+from conftest import pattern
+
+MOBILENET_FILE = "mobilenet_2_5_224_tf_no_top.h5"
+
+
+@pytest.fixture
+def places(tmp_path, clean_env):
+    """Empty weights folders in every place the resolver looks, and no download."""
+    folders = {name: tmp_path / name for name in ("explicit", "env", "outputs", "shared", "keras")}
+    for folder in folders.values():
+        folder.mkdir()
+    clean_env.setenv("CXR_WEIGHTS_DIR", str(folders["env"]))
+    clean_env.setenv("CXR_OUTPUT_DIR", str(tmp_path / "out"))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "weights").symlink_to(folders["outputs"])
+    clean_env.setattr(config, "PROJECT_ROOT", tmp_path / "project")
+    (tmp_path / "shared").rmdir()
+    folders["shared"] = tmp_path / "shared" / "weights"
+    folders["shared"].mkdir(parents=True)
+    clean_env.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    folders["keras"] = tmp_path / "keras" / "models"
+    folders["keras"].mkdir()
+    clean_env.setenv("CXR_OFFLINE", "1")
+    return folders
+
+
+VGG = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
+
+
+def put(folder: Path, name: str = VGG, content: bytes = b"weights") -> Path:
+    path = folder / name
+    path.write_bytes(content)
+    return path
+
+
+def test_resolver_order(places):
+    for where in ("keras", "shared", "outputs", "env"):
+        put(places[where], content=where.encode())
+    explicit = put(places["explicit"], "mine.h5")
+    assert backbones.resolve_weights("vgg16", explicit=str(explicit)).file == str(explicit)
+    order = []
+    for where in ("env", "outputs", "shared", "keras"):
+        found = backbones.resolve_weights("vgg16")
+        order.append(Path(found.file).read_bytes().decode())
+        Path(found.file).unlink()
+    assert order == ["env", "outputs", "shared", "keras"]
+
+
+def test_missing_weights_message_names_backbone_files_places_and_remedies(places):
+    with pytest.raises(backbones.WeightsNotFound) as err:
+        backbones.resolve_weights("densenet169", download=backbones.keras_download)
+    text = str(err.value)
+    assert "'densenet169'" in text and "densenet169_weights_tf_dim_ordering_tf_kernels_notop.h5" in text
+    for where in ("env", "shared", "keras"):
+        assert str(places[where]) in text
+    assert "CXR_WEIGHTS_DIR" in text and "weights: none" in text
+    assert "Keras download (off: CXR_OFFLINE is set)" in text
+    with pytest.raises(backbones.WeightsNotFound, match="weights provision xception"):
+        backbones.resolve_weights("xception")
+    with pytest.raises(backbones.WeightsNotFound, match="does not exist"):
+        backbones.resolve_weights("vgg16", explicit=str(places["explicit"] / "nope.h5"))
+
+
+def test_download_is_the_last_resort_and_its_failure_is_reported(places, clean_env):
+    clean_env.delenv("CXR_OFFLINE")
+
+    def offline(backbone):
+        raise OSError("network unreachable")
+
+    with pytest.raises(backbones.WeightsNotFound, match="Keras download \\(OSError: network unreachable\\)"):
+        backbones.resolve_weights("vgg16", download=offline)
+    fetched = put(places["keras"], "elsewhere.h5")
+    assert backbones.resolve_weights("vgg16", download=lambda b: fetched).origin == "downloaded by Keras"
+
+
+def test_random_init_only_when_asked_and_labelled(places):
+    none = backbones.resolve_weights("vgg16", weights="none")
+    assert none.file is None and none.label == "random init" and none.as_dict()["label"] == "random init"
+    with pytest.raises(config.ConfigError, match="'imagenet' or 'none'"):
+        backbones.resolve_weights("vgg16", weights="random")
+    with pytest.raises(config.ConfigError, match="unknown backbone 'resnet'"):
+        backbones.resolve_weights("resnet")
+
+
+def test_mobilenet_hash_is_checked(places):
+    put(places["env"], MOBILENET_FILE, b"not the official file")
+    with pytest.raises(backbones.WeightsHashMismatch, match="dbdb03ee"):
+        backbones.resolve_weights("mobilenet025")
+
+
+def test_the_shared_mobilenet_file_passes_its_hash_check(mirror_root):
+    shared = mirror_root.parent / "weights" / MOBILENET_FILE
+    if not shared.is_file():
+        pytest.skip(f"{shared} not present")
+    found = backbones.resolve_weights("mobilenet025", explicit=str(shared))
+    assert found.sha256 == backbones.BACKBONES["mobilenet025"].sha256[MOBILENET_FILE]
+
+
+def make_fake_wheel(tmp_path, layer_name="xception", trained=True) -> tuple[Path, object]:
+    """A wheel with the upstream member layout holding a small model of the same structure."""
+    import keras
+
+    base = keras.applications.Xception(weights=None, include_top=False, input_shape=(71, 71, 3), name=layer_name)
+    if trained:  # stand-in for ImageNet training: BatchNorm statistics move off 0/1
+        base(np.random.default_rng(0).uniform(-1, 1, (4, 71, 71, 3)).astype("float32"), training=True)
+        for layer in base.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.moving_mean.assign(layer.moving_mean.numpy() + 0.5)
+    base.trainable = False
+    inputs = keras.Input((71, 71, 3))
+    x = keras.layers.GlobalAveragePooling2D()(base(inputs, training=False))
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Dense(8, activation="relu")(x)))
+    saved = tmp_path / "model.keras"
+    model.save(saved)
+    wheel = tmp_path / "pneumonia_model_package-0.3.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.write(saved, "pneumonia_model_package/trained_models/pneumonia_xception_model_val-acc_0.861.keras")
+        zf.writestr("pneumonia_model_package/__init__.py", "")
+    return wheel, base
+
+
+@pytest.mark.slow
+def test_xception_provisioning_extracts_verifies_and_records(tmp_path, places):
+    import keras
+
+    wheel, original = make_fake_wheel(tmp_path)
+    target = provision.provision("xception", wheel=str(wheel), dest=str(places["env"]))
+    assert target.name == "xception_imagenet_notop.weights.h5"
+    note = json.loads(backbones.provenance_file(target).read_text())
+    assert note["tensors"] == len(original.weights) and "pneumonia-model-package==0.3.0" in note["origin"]
+    fresh = keras.applications.Xception(weights=None, include_top=False)
+    fresh.load_weights(target)
+    assert all(np.array_equal(a, b) for a, b in zip(fresh.get_weights(), original.get_weights()))
+    found = backbones.resolve_weights("xception")
+    assert found.file == str(target) and found.sha256 == note["sha256"] and "PyPI" in found.origin
+
+
+@pytest.mark.slow
+def test_provisioning_rejects_a_model_without_the_xception_layer(tmp_path, places):
+    wheel, _ = make_fake_wheel(tmp_path, layer_name="something_else")
+    with pytest.raises(provision.ProvisionError, match="no layer named 'xception'"):
+        provision.provision("xception", wheel=str(wheel), dest=str(places["env"]))
+    with pytest.raises(provision.ProvisionError, match="only xception"):
+        provision.provision("vgg16")
+
+
+@pytest.mark.slow
+def test_provisioning_rejects_an_untrained_xception(tmp_path, places):
+    wheel, _ = make_fake_wheel(tmp_path, trained=False)
+    with pytest.raises(provision.ProvisionError, match="untrained BatchNorm statistics"):
+        provision.provision("xception", wheel=str(wheel), dest=str(places["env"]))
+    assert not (places["env"] / provision.TARGET).exists()
+
+
+@pytest.mark.parametrize("name, module", [("vgg16", "vgg16"), ("xception", "xception"), ("densenet169", "densenet")])
+def test_preprocessing_layer_matches_keras_preprocess_input(name, module):
+    import keras
+
+    x = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
+    layer = backbones.preprocessing_layer_class()(backbones.BACKBONES[name].preprocess)
+    expected = getattr(keras.applications, module).preprocess_input(x.copy())
+    assert np.allclose(layer(x).numpy(), expected, atol=1e-4)
+
+
+def small_mobilenet(mirror_weights: bool = True):
+    weights_file = config.PROJECT_ROOT.parent / "shared" / "weights" / MOBILENET_FILE
+    weights = (backbones.resolve_weights("mobilenet025", explicit=str(weights_file)) if weights_file.is_file()
+               else backbones.resolve_weights("mobilenet025", weights="none"))
+    return backbones.build_extractor("mobilenet025", weights, 64), weights
+
+
+def test_head_on_cached_features_equals_the_end_to_end_model(tmp_path):
+    from cxr_utils import training
+
+    extractor, weights = small_mobilenet()
+    extractor.trainable = False
+    images = np.stack([pattern(k, 64) for k in range(12)])
+    hashes = [f"{k:064x}" for k in range(12)]
+    folder = tmp_path / "features-abc-64px"
+    first = features.extract(extractor, images, hashes, folder, batch_size=5)
+    again = features.extract(extractor, images, hashes, folder)
+    assert (first.computed, again.computed, again.reused) == (12, 0, 12)
+    assert np.array_equal(first.features, again.features)
+    y = np.array([0, 1] * 6, dtype=np.float32)
+    training.seed_everything(0)
+    head = features.build_head(extractor.output_shape[-1])
+    features.compile_head(head, 1e-2)
+    head.fit(features.feature_dataset(first.features, y, 4, 0), epochs=2, verbose=0)
+    via_features = head.predict(first.features, verbose=0)
+    model = features.end_to_end(extractor, head)
+    via_images = model.predict(np.repeat(images[..., None], 3, -1).astype("float32"), verbose=0)
+    assert np.abs(via_features - via_images).max() < 1e-4
+
+
+def test_random_init_features_are_not_cached(tmp_path):
+    none = backbones.Weights(None, None, backbones.RANDOM_INIT)
+    assert "random-init" in features.cache_folder("mobilenet025", none, 64, tmp_path).name
+
+
+def test_unfreezing_keeps_batchnorm_frozen(tmp_path):
+    import keras
+
+    extractor, _ = small_mobilenet()
+    extractor.trainable = False
+    model = features.end_to_end(extractor, features.build_head(extractor.output_shape[-1]))
+    unfrozen = backbones.unfreeze_top(model, 10)
+    net = backbones._find_backbone(model)
+    top = net.layers[-10:]
+    assert unfrozen == sum(1 for layer in top if layer.weights and not isinstance(layer, keras.layers.BatchNormalization))
+    assert all(not layer.trainable for layer in top if isinstance(layer, keras.layers.BatchNormalization))
+    assert all(not layer.trainable for layer in net.layers[:-10])
+    head_weights = {id(w) for w in model.layers[-1].weights}
+    assert head_weights <= {id(w) for w in model.trainable_weights}
+
+
+def test_transfer_params_files_match_the_study():
+    spec = config.notebook_parameters("03_transfer_learning")
+    table = study.table1().set_index("run")
+    files = {f.stem: config.load_params_file(f) for f in (config.PROJECT_ROOT / "params" / "transfer").glob("*.yaml")}
+    assert set(files) == {"vgg16", "xception", "inceptionv3", "densenet169", "inceptionv3_100ep", "mobilenet025",
+                          "xception_finetune"}
+    for name, params in files.items():
+        config.validate_parameters(params, spec, name)
+        backbones.get_backbone(params["backbone"])
+        if params["study_run"]:
+            row = table.loc[params["study_run"]]
+            assert row["model_name"].lower() == params["backbone"]
+            assert (params["batch_size"], params["epochs"], params["image_size"]) == (row["batch_size"], row["epochs"], row["input_size"])
+            assert params["learning_rate"] == row["learning_rate"]
+    assert files["xception_finetune"]["fine_tune_layers"] > 0
+
+
+@pytest.mark.slow
+def test_a_run_without_weights_is_reported_not_run_and_the_batch_goes_on(tmp_path, places):
+    params = tmp_path / "vgg16.yaml"
+    params.write_text("backbone: vgg16\n")
+    outcomes = runner.run_batch("notebooks/03_transfer_learning.ipynb", [params], profile="smoke", out=tmp_path / "runs")
+    assert outcomes[0].status == "skipped" and "not run: no weights" in outcomes[0].detail
+    result = json.loads((tmp_path / "runs" / "03_transfer_learning" / "vgg16" / "result.json").read_text())
+    assert result["status"].startswith("skipped: not run: no weights")
