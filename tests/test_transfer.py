@@ -81,6 +81,12 @@ def test_download_is_the_last_resort_and_its_failure_is_reported(places, clean_e
 
     with pytest.raises(backbones.WeightsNotFound, match="Keras download \\(OSError: network unreachable\\)"):
         backbones.resolve_weights("vgg16", download=offline)
+
+    def like_keras(backbone):  # what keras.utils.get_file raises when the URL cannot be fetched
+        raise Exception("URL fetch failure on https://storage.googleapis.com/...: None -- [Errno -2]")
+
+    with pytest.raises(backbones.WeightsNotFound, match="Keras download \\(Exception: URL fetch failure"):
+        backbones.resolve_weights("vgg16", download=like_keras)
     fetched = put(places["keras"], "elsewhere.h5")
     assert backbones.resolve_weights("vgg16", download=lambda b: fetched).origin == "downloaded by Keras"
 
