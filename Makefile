@@ -19,6 +19,7 @@ $(STAMP): pyproject.toml
 env: $(STAMP)
 
 report: $(STAMP)
+	$(PY) -m cxr_utils weights provision xception || echo "Xception weights not provisioned: its runs will be reported as not run"
 	$(PY) -m cxr_utils pipeline --profile $(PROFILE)
 
 test: $(STAMP)

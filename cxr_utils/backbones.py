@@ -78,7 +78,8 @@ class Weights:
 
     @property
     def label(self) -> str:
-        return RANDOM_INIT if self.file is None else f"ImageNet ({self.origin})"
+        """What every table and figure shows: "ImageNet" or "random init"."""
+        return RANDOM_INIT if self.file is None else "ImageNet"
 
     def as_dict(self) -> dict:
         return {"file": self.file, "sha256": self.sha256, "origin": self.origin, "label": self.label}
@@ -117,7 +118,7 @@ def provenance_file(weights_file: Path) -> Path:
 def _origin(path: Path, where: str) -> str:
     note = provenance_file(path)
     if note.is_file():
-        return f"{json.loads(note.read_text()).get('origin', 'provisioned')} (found in {where})"
+        return f"{json.loads(note.read_text()).get('origin', 'provisioned')}; found in {where}"
     return where
 
 
@@ -252,7 +253,7 @@ def unfreeze_top(model, n_layers: int) -> int:
     net = _find_backbone(model)
     if net is None:
         raise config.ConfigError(f"model {model.name} has no nested layer named 'backbone'")
-    model.trainable = True
+    _set_trainable(model, True)  # a nested model frozen on its own is not reached by model.trainable
     for layer in net.layers[:-n_layers] if n_layers < len(net.layers) else []:
         layer.trainable = False
     unfrozen = 0
@@ -262,6 +263,12 @@ def unfreeze_top(model, n_layers: int) -> int:
         elif layer.weights:
             unfrozen += 1
     return unfrozen
+
+
+def _set_trainable(layer, value: bool) -> None:
+    layer.trainable = value
+    for inner in getattr(layer, "layers", []):
+        _set_trainable(inner, value)
 
 
 def _find_backbone(model):

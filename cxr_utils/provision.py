@@ -118,11 +118,23 @@ def extract_xception(wheel_path: Path, dest_dir: Path) -> Path:
     return target
 
 
+def already_provisioned(target: Path) -> bool:
+    """The file exists and its sha256 is the one its provenance note recorded."""
+    note = provenance_file(target)
+    if not (target.is_file() and note.is_file()):
+        return False
+    return json.loads(note.read_text()).get("sha256") == file_sha256(target)
+
+
 def provision(name: str, wheel: str | None = None, dest: str | None = None) -> Path:
     """Provision weights for ``name`` (only ``xception`` has an offline source)."""
     if name != "xception":
         raise ProvisionError(f"no offline source is known for '{name}' weights; only xception can be provisioned")
     dest_dir = Path(dest) if dest else config.output_root() / "weights"
+    target = dest_dir / TARGET
+    if already_provisioned(target) and wheel is None:
+        print(f"{target} is already provisioned (sha256 matches its provenance note)")
+        return target
     wheel_path = Path(wheel) if wheel else fetch_wheel(config.cache_dir() / "downloads")
     target = extract_xception(wheel_path, dest_dir)
     note = json.loads(provenance_file(target).read_text())

@@ -26,7 +26,7 @@ class Outcome:
 
     run: str
     folder: Path
-    status: str  # complete | skipped | failed
+    status: str  # complete | done before | not run | failed
     seconds: float = 0.0
     detail: str = ""
 
@@ -93,7 +93,7 @@ def execute_one(
     except Exception as err:  # papermill raises many kinds; each is recorded, the batch goes on
         status = str((results.read_result(folder) or {}).get("status", ""))
         if status.startswith("skipped"):  # the notebook stopped itself with a reason
-            return Outcome(name, folder, "skipped", time.monotonic() - started, status)
+            return Outcome(name, folder, "not run", time.monotonic() - started, status.split(": ", 1)[-1])
         _mark_failed(folder, notebook.name, name, _describe(err))
         return Outcome(name, folder, "failed", time.monotonic() - started, _describe(err))
     seconds = time.monotonic() - started
@@ -102,7 +102,7 @@ def execute_one(
     if status == "complete":
         return Outcome(name, folder, "complete", seconds)
     if status.startswith("skipped"):
-        return Outcome(name, folder, "skipped", seconds, status)
+        return Outcome(name, folder, "not run", seconds, status.split(": ", 1)[-1])
     detail = "the notebook ended without marking its run complete"
     _mark_failed(folder, notebook.name, name, detail)
     return Outcome(name, folder, "failed", seconds, detail)
@@ -128,7 +128,7 @@ def run_batch(
         prefix = f"[{index}/{len(planned)}] {nb_path.stem}/{name}"
         if results.is_complete(folder) and not force:
             print(f"{prefix}: skipped (complete result in {folder}; --force to redo)", flush=True)
-            outcomes.append(Outcome(name, folder, "skipped", detail="already complete"))
+            outcomes.append(Outcome(name, folder, "done before", detail="already complete"))
             continue
         results.set_aside(folder)
         print(f"{prefix}: running (profile {profile})", flush=True)
@@ -136,10 +136,10 @@ def run_batch(
         detail = f": {outcome.detail}" if outcome.detail else ""
         print(f"{prefix}: {outcome.status} in {outcome.seconds:.1f} s{detail}", flush=True)
         outcomes.append(outcome)
-    done = sum(o.status == "complete" for o in outcomes)
-    failed = [o.run for o in outcomes if o.status == "failed"]
-    print(f"{done} complete, {len(outcomes) - done - len(failed)} skipped, {len(failed)} failed"
-          + (f": {', '.join(failed)}" if failed else ""), flush=True)
+    counts = {s: [o.run for o in outcomes if o.status == s] for s in ("complete", "done before", "not run", "failed")}
+    print(", ".join(f"{len(runs)} {status}" for status, runs in counts.items())
+          + "".join(f"; {status}: {', '.join(runs)}" for status, runs in counts.items()
+                    if runs and status in ("not run", "failed")), flush=True)
     return outcomes
 
 
@@ -156,6 +156,7 @@ class Stage:
 STAGES = (
     Stage("data merge", "notebooks/01_data_merge.ipynb", "params/data/default.yaml"),
     Stage("custom CNN grid", "notebooks/02_custom_cnn.ipynb", "params/custom/run*.yaml"),
+    Stage("transfer learning", "notebooks/03_transfer_learning.ipynb", "params/transfer/*.yaml"),
 )
 
 

@@ -63,7 +63,7 @@ def test_batch_records_outcomes_resumes_and_never_overwrites(probe, tmp_path):
     assert "without marking" in results.read_result(out / "probe" / "unfinished")["error"]
 
     again = runner.run_batch(probe, files, profile="smoke", out=out)
-    assert [o.status for o in again] == ["skipped", "failed", "failed"]
+    assert [o.status for o in again] == ["done before", "failed", "failed"]
     assert (out / "probe" / "bad.previous" / "result.json").is_file()  # the failed try was kept aside
 
     forced = runner.run_batch(probe, files[:1], profile="smoke", out=out, force=True)

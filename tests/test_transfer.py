@@ -151,6 +151,10 @@ def test_xception_provisioning_extracts_verifies_and_records(tmp_path, places):
     assert all(np.array_equal(a, b) for a, b in zip(fresh.get_weights(), original.get_weights()))
     found = backbones.resolve_weights("xception")
     assert found.file == str(target) and found.sha256 == note["sha256"] and "PyPI" in found.origin
+    assert provision.already_provisioned(target)
+    assert provision.provision("xception", dest=str(places["env"])) == target  # no download: already there
+    target.write_bytes(b"damaged")
+    assert not provision.already_provisioned(target)
 
 
 @pytest.mark.slow
@@ -221,10 +225,15 @@ def test_unfreezing_keeps_batchnorm_frozen(tmp_path):
     extractor, _ = small_mobilenet()
     extractor.trainable = False
     model = features.end_to_end(extractor, features.build_head(extractor.output_shape[-1]))
+    head_only = sum(int(w.numpy().size) for w in model.trainable_weights)
     unfrozen = backbones.unfreeze_top(model, 10)
     net = backbones._find_backbone(model)
     top = net.layers[-10:]
-    assert unfrozen == sum(1 for layer in top if layer.weights and not isinstance(layer, keras.layers.BatchNormalization))
+    convs = [layer for layer in top if layer.weights and not isinstance(layer, keras.layers.BatchNormalization)]
+    assert unfrozen == len(convs) > 0
+    assert all(layer.trainable for layer in convs)
+    expected = head_only + sum(int(w.numpy().size) for layer in convs for w in layer.weights)
+    assert sum(int(w.numpy().size) for w in model.trainable_weights) == expected
     assert all(not layer.trainable for layer in top if isinstance(layer, keras.layers.BatchNormalization))
     assert all(not layer.trainable for layer in net.layers[:-10])
     head_weights = {id(w) for w in model.layers[-1].weights}
@@ -253,6 +262,6 @@ def test_a_run_without_weights_is_reported_not_run_and_the_batch_goes_on(tmp_pat
     params = tmp_path / "vgg16.yaml"
     params.write_text("backbone: vgg16\n")
     outcomes = runner.run_batch("notebooks/03_transfer_learning.ipynb", [params], profile="smoke", out=tmp_path / "runs")
-    assert outcomes[0].status == "skipped" and "not run: no weights" in outcomes[0].detail
+    assert outcomes[0].status == "not run" and outcomes[0].detail.startswith("no weights: no ImageNet weights")
     result = json.loads((tmp_path / "runs" / "03_transfer_learning" / "vgg16" / "result.json").read_text())
-    assert result["status"].startswith("skipped: not run: no weights")
+    assert result["status"].startswith("skipped: no weights")
