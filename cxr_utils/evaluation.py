@@ -1,9 +1,17 @@
-"""Metrics from labels and scores."""
+"""Metrics from labels and scores: point values, group-bootstrap confidence intervals,
+thresholds chosen on val, ROC/PR bands and calibration.
+
+Confidence intervals resample *groups* (``group_id``: a patient with all their images and
+duplicates) with replacement, so images that are not independent are not counted as if they
+were. Percentile intervals, seeded.
+"""
 
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import confusion_matrix, roc_auc_score
+from sklearn.metrics import confusion_matrix, precision_recall_curve, roc_auc_score, roc_curve
+
+METRICS = ("accuracy", "auc", "sensitivity", "specificity", "f1")
 
 
 def confusion(y_true: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> np.ndarray:
@@ -12,7 +20,7 @@ def confusion(y_true: np.ndarray, scores: np.ndarray, threshold: float = 0.5) ->
 
 
 def basic_metrics(y_true: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
-    """Accuracy, AUC (NaN when one class only), sensitivity and specificity at ``threshold``."""
+    """n, accuracy, AUC (NaN with one class), sensitivity, specificity and F1 at ``threshold``."""
     (tn, fp), (fn, tp) = confusion(y_true, scores, threshold)
     y_true = np.asarray(y_true).astype(int)
     both = len(np.unique(y_true)) == 2
@@ -22,4 +30,111 @@ def basic_metrics(y_true: np.ndarray, scores: np.ndarray, threshold: float = 0.5
         "auc": float(roc_auc_score(y_true, scores)) if both else float("nan"),
         "sensitivity": float(tp / (tp + fn)) if tp + fn else float("nan"),
         "specificity": float(tn / (tn + fp)) if tn + fp else float("nan"),
+        "f1": float(2 * tp / (2 * tp + fp + fn)) if tp else 0.0,
     }
+
+
+def group_members(groups: np.ndarray) -> list[np.ndarray]:
+    """The image indices of each group."""
+    _, inverse = np.unique(np.asarray(groups), return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    return np.split(order, np.flatnonzero(np.diff(inverse[order])) + 1)
+
+
+def _draw(members: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
+    return np.concatenate([members[k] for k in rng.integers(0, len(members), len(members))])
+
+
+def group_resample(groups: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Indices of one bootstrap sample: groups drawn with replacement, each with all its images."""
+    return _draw(group_members(groups), rng)
+
+
+def bootstrap_metrics(
+    y_true: np.ndarray,
+    scores: np.ndarray,
+    groups: np.ndarray,
+    threshold: float = 0.5,
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> dict[str, dict[str, float]]:
+    """Each metric's point value and (1 - alpha) percentile interval over group resamples.
+
+    Resamples where a metric is undefined (e.g. one class only, for AUC) are left out of that
+    metric's interval; ``n_valid`` says how many resamples it rests on.
+    """
+    y_true, scores = np.asarray(y_true).astype(int), np.asarray(scores, dtype=float)
+    point = basic_metrics(y_true, scores, threshold)
+    rng, members = np.random.default_rng(seed), group_members(groups)
+    draws = {m: [] for m in METRICS}
+    for _ in range(n_boot):
+        idx = _draw(members, rng)
+        sample = basic_metrics(y_true[idx], scores[idx], threshold)
+        for m in METRICS:
+            draws[m].append(sample[m])
+    out = {}
+    for m in METRICS:
+        values = np.array(draws[m], dtype=float)
+        values = values[~np.isnan(values)]
+        low, high = (np.percentile(values, [100 * alpha / 2, 100 * (1 - alpha / 2)]) if len(values)
+                     else (float("nan"), float("nan")))
+        out[m] = {"value": point[m], "low": float(low), "high": float(high), "n_valid": int(len(values))}
+    out["n"] = {"value": point["n"], "low": point["n"], "high": point["n"], "n_valid": n_boot}
+    return out
+
+
+def youden_threshold(y_true: np.ndarray, scores: np.ndarray) -> float:
+    """The threshold maximising sensitivity + specificity - 1 (chosen on val, applied to test)."""
+    fpr, tpr, thresholds = roc_curve(np.asarray(y_true).astype(int), scores)
+    best = int(np.argmax(tpr - fpr))
+    return float(min(thresholds[best], 1.0))
+
+
+def roc_band(y_true, scores, groups, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05):
+    """ROC on a common false-positive grid: (fpr grid, tpr, tpr low, tpr high)."""
+    grid = np.linspace(0, 1, 101)
+    y_true, scores = np.asarray(y_true).astype(int), np.asarray(scores, dtype=float)
+    fpr, tpr, _ = roc_curve(y_true, scores)
+    rng, members, curves = np.random.default_rng(seed), group_members(groups), []
+    for _ in range(n_boot):
+        idx = _draw(members, rng)
+        if len(np.unique(y_true[idx])) == 2:
+            f, t, _ = roc_curve(y_true[idx], scores[idx])
+            curves.append(np.interp(grid, f, t))
+    low, high = np.percentile(curves, [100 * alpha / 2, 100 * (1 - alpha / 2)], axis=0)
+    return grid, np.interp(grid, fpr, tpr), low, high
+
+
+def pr_band(y_true, scores, groups, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05):
+    """Precision-recall on a common recall grid: (recall grid, precision, low, high)."""
+    grid = np.linspace(0, 1, 101)
+    y_true, scores = np.asarray(y_true).astype(int), np.asarray(scores, dtype=float)
+
+    def curve(y, s):
+        precision, recall, _ = precision_recall_curve(y, s)
+        return np.interp(grid, recall[::-1], precision[::-1])
+
+    rng, members, curves = np.random.default_rng(seed), group_members(groups), []
+    for _ in range(n_boot):
+        idx = _draw(members, rng)
+        if y_true[idx].sum() > 0:
+            curves.append(curve(y_true[idx], scores[idx]))
+    low, high = np.percentile(curves, [100 * alpha / 2, 100 * (1 - alpha / 2)], axis=0)
+    return grid, curve(y_true, scores), low, high
+
+
+def calibration(y_true, scores, bins: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Reliability curve over equal-width score bins: (mean score, observed rate, count) and Brier."""
+    y_true, scores = np.asarray(y_true, dtype=float), np.asarray(scores, dtype=float)
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(scores, edges[1:-1]), 0, bins - 1)
+    mean, rate, count = [], [], []
+    for b in range(bins):
+        mask = which == b
+        if mask.any():
+            mean.append(scores[mask].mean())
+            rate.append(y_true[mask].mean())
+            count.append(int(mask.sum()))
+    brier = float(np.mean((scores - y_true) ** 2))
+    return np.array(mean), np.array(rate), np.array(count), brier

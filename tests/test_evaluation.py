@@ -1,0 +1,94 @@
+"""Bootstrap intervals on known cases, group resampling, thresholds, bands, calibration."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cxr_utils import evaluation
+
+
+def cohort(n_groups: int = 200, seed: int = 0):
+    """Labels alternating by group; groups of 1-3 images."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(1, 4, n_groups)
+    groups = np.repeat(np.arange(n_groups), sizes)
+    y = (groups % 2).astype(int)
+    return y, groups, rng
+
+
+def test_perfect_scorer_has_degenerate_intervals_at_one():
+    y, groups, _ = cohort()
+    ci = evaluation.bootstrap_metrics(y, y * 0.9 + 0.05, groups, n_boot=300, seed=1)
+    for metric in ("accuracy", "auc", "sensitivity", "specificity", "f1"):
+        assert ci[metric]["value"] == ci[metric]["low"] == ci[metric]["high"] == 1.0
+
+
+def test_random_scorer_interval_covers_a_half_and_is_not_degenerate():
+    y, groups, rng = cohort()
+    ci = evaluation.bootstrap_metrics(y, rng.random(len(y)), groups, n_boot=1000, seed=2)
+    assert ci["auc"]["low"] < 0.5 < ci["auc"]["high"]
+    assert 0.05 < ci["auc"]["high"] - ci["auc"]["low"] < 0.3
+    assert ci["auc"]["n_valid"] == 1000
+
+
+def test_intervals_are_seeded():
+    y, groups, rng = cohort()
+    scores = rng.random(len(y))
+    a = evaluation.bootstrap_metrics(y, scores, groups, n_boot=200, seed=3)
+    b = evaluation.bootstrap_metrics(y, scores, groups, n_boot=200, seed=3)
+    c = evaluation.bootstrap_metrics(y, scores, groups, n_boot=200, seed=4)
+    assert a == b and a != c
+
+
+def test_group_resampling_keeps_groups_whole():
+    groups = np.array(["a", "a", "a", "b", "c", "c"])
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        idx = evaluation.group_resample(groups, rng)
+        drawn = groups[idx]
+        for name in np.unique(drawn):
+            assert (drawn == name).sum() % (groups == name).sum() == 0
+        assert len(set(np.unique(drawn))) <= 3
+
+
+def test_grouped_intervals_are_wider_than_image_level_when_images_are_copies():
+    y, groups, rng = cohort(60)
+    scores = np.clip(y * 0.3 + rng.random(len(y)) * 0.7, 0, 1)
+    copies = np.repeat(np.arange(len(y)), 5)  # every image five times, as near-duplicates would be
+    grouped = evaluation.bootstrap_metrics(y[copies], scores[copies], groups[copies], n_boot=400, seed=5)
+    naive = evaluation.bootstrap_metrics(y[copies], scores[copies], np.arange(len(copies)), n_boot=400, seed=5)
+    width = lambda ci: ci["auc"]["high"] - ci["auc"]["low"]  # noqa: E731
+    assert width(grouped) > 1.5 * width(naive)
+
+
+def test_auc_undefined_with_one_class_is_reported_not_invented():
+    y = np.ones(10, dtype=int)
+    ci = evaluation.bootstrap_metrics(y, np.linspace(0, 1, 10), np.arange(10), n_boot=50)
+    assert np.isnan(ci["auc"]["value"]) and ci["auc"]["n_valid"] == 0
+
+
+def test_youden_threshold_separates_a_separable_set():
+    y = np.array([0, 0, 0, 1, 1, 1])
+    scores = np.array([0.1, 0.2, 0.3, 0.7, 0.8, 0.9])
+    t = evaluation.youden_threshold(y, scores)
+    assert 0.3 < t <= 0.7
+    assert evaluation.basic_metrics(y, scores, t)["accuracy"] == 1.0
+
+
+def test_roc_and_pr_bands_contain_the_curve():
+    y, groups, rng = cohort()
+    scores = np.clip(y * 0.4 + rng.random(len(y)) * 0.6, 0, 1)
+    grid, tpr, low, high = evaluation.roc_band(y, scores, groups, n_boot=200)
+    assert grid.shape == tpr.shape == low.shape == high.shape
+    assert np.mean((low <= tpr + 1e-9) & (tpr <= high + 1e-9)) > 0.9
+    recall, precision, plow, phigh = evaluation.pr_band(y, scores, groups, n_boot=200)
+    assert np.mean((plow <= precision + 1e-9) & (precision <= phigh + 1e-9)) > 0.8
+
+
+def test_calibration_and_brier():
+    y = np.array([0, 0, 1, 1])
+    mean, rate, count, brier = evaluation.calibration(y, np.array([0.0, 0.0, 1.0, 1.0]), bins=2)
+    assert brier == 0.0 and rate.tolist() == [0.0, 1.0] and count.tolist() == [2, 2]
+    _, _, _, brier_half = evaluation.calibration(y, np.full(4, 0.5))
+    assert brier_half == pytest.approx(0.25)
