@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import seaborn as sns
 
@@ -113,5 +114,109 @@ def confusion_matrix(counts, title: str, path: str | Path | None = None) -> plt.
     sns.heatmap(counts, annot=True, fmt="d", cbar=False, cmap="Blues", ax=ax,
                 xticklabels=["NONCOVID", "COVID"], yticklabels=["NONCOVID", "COVID"])
     ax.set(xlabel="predicted", ylabel="true", title=title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def val_auc_by_run(table: pd.DataFrame, study_auc: dict | None = None, path: str | Path | None = None) -> plt.Figure:
+    """Val AUC of every custom run (degenerate runs hatched), with the study's value as a marker."""
+    runs = table[table["kind"] == "custom"].sort_values("run")
+    fig, ax = plt.subplots(figsize=(9, 3.4))
+    bars = ax.bar(runs["run"], runs["val_auc"], color=["#bbbbbb" if d else "#2e86c1" for d in runs["degenerate"]])
+    for bar, degenerate in zip(bars, runs["degenerate"]):
+        if degenerate:
+            bar.set_hatch("//")
+    if study_auc:
+        xs = [r for r in runs["run"] if study_auc.get(r) is not None]
+        ax.scatter(xs, [study_auc[r] for r in xs], color="black", marker="_", s=300, zorder=3,
+                   label="the study's val AUC (its own data and split)")
+        ax.legend(fontsize=8, loc="lower left")
+    ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+    ax.set(ylim=(0, 1), ylabel="val AUC", title="Custom CNN grid: val AUC per run (hatched: degenerate set-up)")
+    ax.tick_params(axis="x", rotation=45)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def overfitting_panel(histories: dict[str, pd.DataFrame], path: str | Path | None = None) -> plt.Figure:
+    """Train minus val accuracy by epoch, one line per run (above 0: fits train better than val)."""
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    for name, history in sorted(histories.items()):
+        ax.plot(history["epoch"], history["accuracy"] - history["val_accuracy"], marker=".", lw=1, label=name)
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set(xlabel="epoch", ylabel="train - val accuracy", title="Overfitting: train-val accuracy gap by epoch")
+    ax.legend(fontsize=7, ncol=3, loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def training_accuracy(histories: dict[str, pd.DataFrame], path: str | Path | None = None) -> plt.Figure:
+    """Training accuracy by epoch of a few runs on one axis (the study's Figure 9)."""
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    for name, history in histories.items():
+        ax.plot(history["epoch"], history["accuracy"], marker="o", ms=3, label=name)
+    ax.set(xlabel="epoch", ylabel="training accuracy", title="Training accuracy: custom CNN vs transfer")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def roc_pr_bands(curves: dict[str, dict], title: str, path: str | Path | None = None) -> plt.Figure:
+    """ROC and precision-recall curves with 95 % group-bootstrap bands, one colour per model."""
+    fig, (roc, pr) = plt.subplots(1, 2, figsize=(10, 4))
+    for name, c in curves.items():
+        line = roc.plot(c["fpr"], c["tpr"], label=f"{name} (AUC {c['auc']:.3f} [{c['auc_low']:.3f}, {c['auc_high']:.3f}])")[0]
+        roc.fill_between(c["fpr"], c["tpr_low"], c["tpr_high"], color=line.get_color(), alpha=0.2)
+        pr.plot(c["recall"], c["precision"], color=line.get_color(), label=name)
+        pr.fill_between(c["recall"], c["precision_low"], c["precision_high"], color=line.get_color(), alpha=0.2)
+    roc.plot([0, 1], [0, 1], color="grey", ls=":", lw=0.8)
+    roc.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC, {title}")
+    pr.set(xlabel="recall (sensitivity)", ylabel="precision", title=f"Precision-recall, {title}", ylim=(0, 1.02))
+    roc.legend(fontsize=7, loc="lower right")
+    pr.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def confusion_grid(panels: dict[str, object], path: str | Path | None = None) -> plt.Figure:
+    """Several 2x2 confusion matrices side by side (title -> counts)."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.2), squeeze=False)
+    for ax, (title, counts) in zip(axes[0], panels.items()):
+        sns.heatmap(counts, annot=True, fmt="d", cbar=False, cmap="Blues", ax=ax,
+                    xticklabels=["NONCOVID", "COVID"], yticklabels=["NONCOVID", "COVID"])
+        ax.set(xlabel="predicted", ylabel="true", title=title)
+        ax.title.set_fontsize(8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def calibration_curves(curves: dict[str, tuple], title: str, path: str | Path | None = None) -> plt.Figure:
+    """Reliability curves (mean score vs observed COVID rate per bin) with Brier scores."""
+    fig, ax = plt.subplots(figsize=(4.8, 4.2))
+    ax.plot([0, 1], [0, 1], color="grey", ls=":", lw=0.8, label="perfectly calibrated")
+    for name, (mean, rate, count, brier) in curves.items():
+        ax.plot(mean, rate, marker="o", label=f"{name} (Brier {brier:.3f})")
+    ax.set(xlabel="mean predicted probability of COVID", ylabel="observed COVID rate", title=f"Calibration, {title}",
+           xlim=(0, 1), ylim=(0, 1))
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def per_source(table: pd.DataFrame, metric: str, path: str | Path | None = None) -> plt.Figure:
+    """A metric per source and model with its interval (rows: model, source, value, low, high)."""
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    sources = sorted(table["source"].unique())
+    models = list(dict.fromkeys(table["model"]))
+    width = 0.8 / max(len(models), 1)
+    for k, model in enumerate(models):
+        part = table[table["model"] == model].set_index("source").reindex(sources)
+        xs = np.arange(len(sources)) + k * width
+        ax.bar(xs, part["value"], width, label=model)
+        ax.errorbar(xs, part["value"], yerr=[part["value"] - part["low"], part["high"] - part["value"]],
+                    fmt="none", color="black", capsize=3, lw=1)
+    ax.set_xticks(np.arange(len(sources)) + width * (len(models) - 1) / 2, sources)
+    ax.set(ylim=(0, 1.05), ylabel=metric, title=f"Test {metric} per source (95 % group-bootstrap interval)")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return _save(fig, path)

@@ -1,42 +1,248 @@
-"""Collect completed runs into tables (the study's Table 1 columns and ours)."""
+"""Collect runs into tables, choose models on val, score them on held-out splits, export the report."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from . import config, results
 
-TABLE1_COLUMNS = [
-    "run", "study_run", "profile", "execution_minutes", "minutes_per_epoch", "accuracy", "val_accuracy",
-    "auc", "val_auc", "loss", "val_loss", "input_size", "filter", "batch_size", "activation_output",
-    "epochs", "optimizer", "learning_rate", "best_epoch", "params_total", "degenerate", "warnings",
+TRAINING_NOTEBOOKS = {"custom": "02_custom_cnn", "transfer": "03_transfer_learning"}
+TABLE_COLUMNS = [
+    "kind", "run", "study_run", "model", "weights", "profile", "size", "epochs", "execution_minutes",
+    "minutes_per_epoch", "accuracy", "val_accuracy", "auc", "val_auc", "loss", "val_loss", "filter",
+    "batch_size", "activation_output", "optimizer", "learning_rate", "best_epoch", "params_total",
+    "params_trainable", "degenerate", "commit",
 ]
 
 
-def completed_runs(notebook: str, out: str | Path | None = None) -> list[dict]:
-    """Every ``result.json`` under ``<out>/<notebook>/`` whose status is complete, by run name."""
+def run_folders(notebook: str, out: str | Path | None = None) -> list[Path]:
+    """Run folders of a notebook (set-aside ``.previous`` folders excluded)."""
     base = Path(out) if out else config.output_root()
-    folders = sorted(p for p in (base / Path(notebook).stem).glob("*") if p.is_dir() and not p.name.endswith(".previous"))
-    return [results.read_result(f) for f in folders if results.is_complete(f)]
+    return sorted(p for p in (base / notebook).glob("*") if p.is_dir() and not p.name.endswith(".previous"))
 
 
-def runs_table(notebook: str, out: str | Path | None = None) -> pd.DataFrame:
-    """One row per completed run with the study's Table 1 columns (effective values)."""
+def completed_runs(notebook: str, out: str | Path | None = None, include_smoke: bool = False) -> list[dict]:
+    """Every complete ``result.json`` of a notebook, each with its ``folder`` added."""
+    found = []
+    for folder in run_folders(notebook, out):
+        result = results.read_result(folder)
+        if results.is_complete(folder) and (include_smoke or result.get("profile") != "smoke"):
+            found.append({**result, "folder": str(folder)})
+    return found
+
+
+def not_run(out: str | Path | None = None) -> pd.DataFrame:
+    """Runs of the training notebooks that did not complete, with their status."""
     rows = []
-    for result in completed_runs(notebook, out):
-        effective, metrics = result["effective"], result.get("metrics", {})
-        train, val = metrics.get("train", {}), metrics.get("val", {})
-        rows.append({
-            "run": result["run"], "study_run": effective.get("study_run"), "profile": result["profile"],
-            "execution_minutes": result.get("execution_minutes"), "minutes_per_epoch": result.get("minutes_per_epoch"),
-            "accuracy": train.get("accuracy"), "val_accuracy": val.get("accuracy"),
-            "auc": train.get("auc"), "val_auc": val.get("auc"),
-            "loss": train.get("loss"), "val_loss": val.get("loss"),
-            **{k: effective.get(k) for k in ("input_size", "filter", "batch_size", "activation_output",
-                                               "epochs", "optimizer", "learning_rate")},
-            "best_epoch": result.get("best_epoch"), "params_total": result.get("params_total"),
-            "degenerate": bool(result.get("degenerate")), "warnings": len(result.get("warnings", [])),
-        })
-    return pd.DataFrame(rows, columns=TABLE1_COLUMNS)
+    for kind, notebook in TRAINING_NOTEBOOKS.items():
+        for folder in run_folders(notebook, out):
+            result = results.read_result(folder) or {"status": "no result.json"}
+            if result.get("status") != "complete":
+                rows.append({"kind": kind, "run": folder.name, "status": result.get("status", "")[:200]})
+    return pd.DataFrame(rows, columns=["kind", "run", "status"])
+
+
+def _row(kind: str, result: dict) -> dict:
+    effective, metrics = result["effective"], result.get("metrics", {})
+    train, val = metrics.get("train", {}), metrics.get("val", {})
+    weights = result.get("weights")
+    return {
+        "kind": kind, "run": result["run"], "study_run": effective.get("study_run"),
+        "model": effective.get("backbone", "custom CNN"),
+        "weights": weights.get("label") if isinstance(weights, dict) else "none (from scratch)",
+        "profile": result["profile"], "size": effective.get("input_size", effective.get("image_size")),
+        "epochs": effective.get("epochs"), "execution_minutes": result.get("execution_minutes"),
+        "minutes_per_epoch": result.get("minutes_per_epoch"),
+        "accuracy": train.get("accuracy"), "val_accuracy": val.get("accuracy"),
+        "auc": train.get("auc"), "val_auc": val.get("auc"), "loss": train.get("loss"), "val_loss": val.get("loss"),
+        "filter": effective.get("filter"), "batch_size": effective.get("batch_size"),
+        "activation_output": effective.get("activation_output", "softmax (2 units)"),
+        "optimizer": effective.get("optimizer", "adam"), "learning_rate": effective.get("learning_rate"),
+        "best_epoch": result.get("best_epoch"), "params_total": result.get("params_total"),
+        "params_trainable": result.get("params_trainable"), "degenerate": bool(result.get("degenerate")),
+        "commit": result.get("provenance", {}).get("git_commit", "")[:12],
+    }
+
+
+def runs_table(profile: str | None = None, out: str | Path | None = None) -> pd.DataFrame:
+    """One row per completed custom and transfer run (the study's Table 1 columns and more)."""
+    rows = [
+        _row(kind, result)
+        for kind, notebook in TRAINING_NOTEBOOKS.items()
+        for result in completed_runs(notebook, out, include_smoke=profile == "smoke")
+        if profile is None or result["profile"] == profile
+    ]
+    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
+
+
+def choose_on_val(table: pd.DataFrame, kind: str) -> str | None:
+    """The run of ``kind`` with the highest val AUC, degenerate runs excluded (first name on ties)."""
+    candidates = table[(table["kind"] == kind) & ~table["degenerate"] & table["val_auc"].notna()]
+    if candidates.empty:
+        return None
+    return str(candidates.sort_values(["val_auc", "run"], ascending=[False, True]).iloc[0]["run"])
+
+
+def load_run_model(result: dict):
+    """The saved best model of a run (transfer models need their preprocessing layer)."""
+    import keras
+
+    from . import backbones
+
+    path = Path(result["folder"]) / "model.keras"
+    return backbones.load_model(path) if result["kind"] == "transfer" else keras.saving.load_model(path)
+
+
+def score_split(result: dict, manifest: pd.DataFrame, split: str, root: Path, model=None):
+    """Scores (probability of COVID) of a run's model on every image of one split.
+
+    Returns (y, scores, rows); images that cannot be read are left out and listed in ``rows``'
+    complement by :func:`cxr_utils.datasets.load_split`'s failures.
+    """
+    from . import datasets
+
+    effective = result["effective"]
+    size = effective.get("input_size", effective.get("image_size"))
+    arrays = datasets.load_split(manifest, split, size, root=root)
+    model = model or load_run_model(result)
+    data = datasets.make_dataset(arrays, batch_size=32, channels=effective.get("channels", 3))
+    raw = np.asarray(model.predict(data, verbose=0))
+    scores = raw[:, 1] if raw.ndim == 2 and raw.shape[1] == 2 else raw.reshape(-1)
+    return arrays.y, scores, arrays.rows
+
+
+def to_markdown(table: pd.DataFrame, path: Path, floatfmt: str = ".3f") -> None:
+    """Write a table as Markdown (and CSV beside it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(path.with_suffix(".csv"), index=False)
+    path.with_suffix(".md").write_text(table.to_markdown(index=False, floatfmt=floatfmt) + "\n")
+
+
+# --------------------------------------------------------------------------- HTML export
+
+SELF_CHECK = """
+<script>
+// Self-check used by the render test: how many images loaded, how many sections have content.
+window.addEventListener("load", function () {
+  var imgs = Array.from(document.images);
+  var ok = imgs.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length;
+  document.body.setAttribute("data-images", ok + "/" + imgs.length);
+});
+</script>
+"""
+
+
+def export_html(executed_notebook: str | Path, report_dir: str | Path, figures: list[Path] = (),
+                tables: list[Path] = ()) -> Path:
+    """The executed report notebook as ``report.html`` without code, plus figures/ and tables/."""
+    from nbconvert import HTMLExporter
+    import nbformat
+
+    report_dir = Path(report_dir)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
+    html, _ = exporter.from_notebook_node(nbformat.read(str(executed_notebook), as_version=4))
+    html = html.replace("</body>", SELF_CHECK + "</body>")
+    target = report_dir / "report.html"
+    target.write_text(html)
+    for sub, files in (("figures", figures), ("tables", tables)):
+        folder = report_dir / sub
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir()
+        for path in files:
+            shutil.copy2(path, folder / Path(path).name)
+    return target
+
+
+# --------------------------------------------------------------------------- held-out evaluation
+
+
+def evaluate_chosen(result: dict, manifest: pd.DataFrame, root: Path, *, n_boot: int = 1000,
+                    seed: int = 0) -> dict:
+    """Score a model chosen on val: the threshold from val, then test and external once each.
+
+    Returns ``predictions`` (image_id, source, group_id, split, y, score), ``threshold``,
+    ``metrics`` {split: {"0.5": CIs, "val_threshold": CIs}}, ``curves`` {split: ROC/PR bands}
+    (splits with both labels only), ``calibration`` {split: (mean, rate, count, brier)} and
+    ``per_source`` (test AUC and accuracy per source with intervals).
+    """
+    from . import evaluation
+
+    model = load_run_model(result)
+    frames = []
+    for split in ("val", "test", "external"):
+        if not (manifest["split"] == split).any():
+            continue
+        y, scores, rows = score_split(result, manifest, split, root, model=model)
+        frames.append(rows[["image_id", "source", "group_id", "split"]].assign(y=y, score=scores))
+    predictions = pd.concat(frames, ignore_index=True)
+    val = predictions[predictions["split"] == "val"]
+    threshold = evaluation.youden_threshold(val["y"], val["score"]) if val["y"].nunique() == 2 else 0.5
+    out = {"predictions": predictions, "threshold": threshold, "metrics": {}, "curves": {}, "calibration": {}}
+    for split in ("test", "external"):
+        part = predictions[predictions["split"] == split]
+        if part.empty:
+            continue
+        y, s, g = part["y"].to_numpy(), part["score"].to_numpy(), part["group_id"].to_numpy()
+        out["metrics"][split] = {
+            name: evaluation.bootstrap_metrics(y, s, g, t, n_boot=n_boot, seed=seed)
+            for name, t in (("0.5", 0.5), ("val_threshold", threshold))
+        }
+        out["calibration"][split] = evaluation.calibration(y, s)
+        if len(np.unique(y)) == 2:
+            fpr, tpr, tlow, thigh = evaluation.roc_band(y, s, g, n_boot=n_boot, seed=seed)
+            recall, precision, plow, phigh = evaluation.pr_band(y, s, g, n_boot=n_boot, seed=seed)
+            auc = out["metrics"][split]["0.5"]["auc"]
+            out["curves"][split] = {"fpr": fpr, "tpr": tpr, "tpr_low": tlow, "tpr_high": thigh, "recall": recall,
+                                    "precision": precision, "precision_low": plow, "precision_high": phigh,
+                                    "auc": auc["value"], "auc_low": auc["low"], "auc_high": auc["high"]}
+    test = predictions[predictions["split"] == "test"]
+    rows = []
+    for source, part in test.groupby("source"):
+        ci = evaluation.bootstrap_metrics(part["y"], part["score"], part["group_id"], threshold, n_boot=n_boot, seed=seed)
+        for metric in ("auc", "accuracy"):
+            rows.append({"source": source, "metric": metric, "n": len(part), "covid": int(part["y"].sum()), **ci[metric]})
+    out["per_source"] = pd.DataFrame(rows)
+    return out
+
+
+def metrics_rows(model: str, evaluated: dict) -> list[dict]:
+    """Flatten :func:`evaluate_chosen`'s intervals: one row per split, threshold and metric."""
+    rows = []
+    for split, by_threshold in evaluated["metrics"].items():
+        for threshold_name, metrics in by_threshold.items():
+            threshold = 0.5 if threshold_name == "0.5" else evaluated["threshold"]
+            for metric, ci in metrics.items():
+                if metric == "n":
+                    continue
+                rows.append({"model": model, "split": split, "threshold": round(threshold, 4), "metric": metric,
+                             "value": ci["value"], "low": ci["low"], "high": ci["high"], "n": metrics["n"]["value"]})
+    return rows
+
+
+def history_file(result_folder: str | Path) -> Path:
+    """The history of the epochs that produced a run's saved model (fine-tuning, head, or plain)."""
+    folder = Path(result_folder)
+    for candidate in ("finetune/history.csv", "head/history.csv", "history.csv"):
+        if (folder / candidate).is_file():
+            return folder / candidate
+    raise FileNotFoundError(f"no history.csv under {folder}")
+
+
+def load_histories(table: pd.DataFrame, out: str | Path | None = None) -> dict[str, pd.DataFrame]:
+    """Histories keyed "<kind>: <run>" for every run in the table."""
+    base = Path(out) if out else config.output_root()
+    return {f"{row.kind}: {row.run}": pd.read_csv(history_file(base / TRAINING_NOTEBOOKS[row.kind] / row.run))
+            for row in table.itertuples()}
+
+
+def write_predictions(evaluated: dict[str, dict], folder: Path) -> None:
+    """The chosen models' scores, one CSV per model."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for model, ev in evaluated.items():
+        ev["predictions"].to_csv(folder / f"{model.replace(': ', '_')}.csv", index=False)

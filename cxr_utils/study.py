@@ -22,3 +22,20 @@ def table1_row(run: int) -> dict:
     if row.empty:
         raise KeyError(f"run {run} is not in the study's Table 1 (runs {table['run'].min()}-{table['run'].max()})")
     return {k: (None if pd.isna(v) else v.item() if hasattr(v, "item") else v) for k, v in row.iloc[0].items()}
+
+
+def side_by_side(ours: pd.DataFrame) -> pd.DataFrame:
+    """Our runs that have a study counterpart, next to the study's Table 1 numbers."""
+    table = table1().set_index("run")
+    rows = []
+    for row in ours[ours["study_run"].notna()].itertuples():
+        theirs = table.loc[int(row.study_run)]
+        rows.append({
+            "run": row.run, "study_run": int(row.study_run), "model": row.model, "weights": row.weights,
+            "size (study / ours)": f"{theirs['input_size']} / {row.size}",
+            "epochs (study / ours)": f"{theirs['epochs']} / {row.epochs}",
+            "val_acc study": theirs["val_acc"], "val_acc ours": row.val_accuracy,
+            "val_auc study": theirs["val_auc"], "val_auc ours": row.val_auc,
+            "min/epoch study (GPU)": theirs["minutes_per_epoch"], "min/epoch ours (CPU)": row.minutes_per_epoch,
+        })
+    return pd.DataFrame(rows)
