@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: report test env lab clean-outputs
+.PHONY: report test env lab chromium clean-outputs
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,8 +22,13 @@ report: $(STAMP)
 	$(PY) -m cxr_utils weights provision xception || echo "Xception weights not provisioned: its runs will be reported as not run"
 	$(PY) -m cxr_utils pipeline --profile $(PROFILE)
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	CXR_OFFLINE=1 $(VENV)/bin/pytest --nbval tests notebooks
+
+# Debian's Chromium renders the report in the tests; where it cannot be installed they skip and say so.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 \
+		|| echo "note: chromium could not be installed; the report render tests will be skipped"; }
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/

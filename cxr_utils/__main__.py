@@ -36,6 +36,12 @@ def _parser() -> argparse.ArgumentParser:
     dl.add_argument("--latest", action="store_true", help="keep upstream HEAD instead of the mirrored commits")
     dl.add_argument("--git-base", default=download.GITHUB, help=argparse.SUPPRESS)
 
+    rep = sub.add_parser("report", help="report commands")
+    rep_sub = rep.add_subparsers(dest="report_command", required=True)
+    export = rep_sub.add_parser("export", help="write report.html, figures/ and tables/ from a 05_report run")
+    export.add_argument("--run", default="report", help="the 05_report run (default: report)")
+    export.add_argument("--dest", default=str(runner.REPORT_DIR), help="folder (default: report/)")
+
     weights = sub.add_parser("weights", help="weights commands")
     weights_sub = weights.add_subparsers(dest="weights_command", required=True)
     prov = weights_sub.add_parser("provision", help="provision ImageNet weights offline (xception)")
@@ -53,6 +59,11 @@ def main(argv: list[str] | None = None) -> int:
             outcomes = runner.run_batch(args.notebook, args.params, profile=args.profile,
                                         out=args.out, force=args.force, kernel=args.kernel)
             return 1 if any(o.status == "failed" for o in outcomes) else 0
+        if args.command == "report":
+            from .report import export_run
+
+            print(export_run(args.run, args.dest))
+            return 0
         if args.command == "weights":
             provision.provision(args.backbone, wheel=args.wheel, dest=args.dest)
             return 0

@@ -53,7 +53,7 @@ def _row(kind: str, result: dict) -> dict:
     return {
         "kind": kind, "run": result["run"], "study_run": effective.get("study_run"),
         "model": effective.get("backbone", "custom CNN"),
-        "weights": weights.get("label") if isinstance(weights, dict) else "none (from scratch)",
+        "weights": weights.get("label") if isinstance(weights, dict) else "from scratch",
         "profile": result["profile"], "size": effective.get("input_size", effective.get("image_size")),
         "epochs": effective.get("epochs"), "execution_minutes": result.get("execution_minutes"),
         "minutes_per_epoch": result.get("minutes_per_epoch"),
@@ -144,7 +144,13 @@ def export_html(executed_notebook: str | Path, report_dir: str | Path, figures: 
 
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
-    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
+    from traitlets.config import Config
+
+    settings = Config()
+    settings.TagRemovePreprocessor.remove_cell_tags = {"remove_cell"}
+    settings.TagRemovePreprocessor.enabled = True
+    exporter = HTMLExporter(config=settings, exclude_input=True, exclude_input_prompt=True,
+                            exclude_output_prompt=True)
     html, _ = exporter.from_notebook_node(nbformat.read(str(executed_notebook), as_version=4))
     html = html.replace("</body>", SELF_CHECK + "</body>")
     target = report_dir / "report.html"
@@ -246,3 +252,73 @@ def write_predictions(evaluated: dict[str, dict], folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for model, ev in evaluated.items():
         ev["predictions"].to_csv(folder / f"{model.replace(': ', '_')}.csv", index=False)
+
+
+# --------------------------------------------------------------------------- report notebook helpers
+
+
+def with_intervals(heldout: pd.DataFrame) -> pd.DataFrame:
+    """Held-out metrics as "value [low, high]" strings: rows model/split/threshold, columns metric."""
+    cells = heldout.assign(text=[f"{v:.3f} [{lo:.3f}, {hi:.3f}]" if pd.notna(v) else "n/a"
+                                 for v, lo, hi in zip(heldout["value"], heldout["low"], heldout["high"])])
+    table = cells.pivot_table(index=["model", "split", "threshold", "n"], columns="metric", values="text",
+                              aggfunc="first")
+    return table[[m for m in ("auc", "accuracy", "sensitivity", "specificity", "f1") if m in table.columns]].reset_index()
+
+
+def plain(table: pd.DataFrame, precision: int = 3):
+    """A table for the report: no index column, floats rounded, whole numbers without decimals."""
+    table = table.copy()
+    small = []
+    for column in table.columns:
+        values = table[column]
+        if values.dtype.kind == "f" and values.dropna().apply(float.is_integer).all():
+            table[column] = values.astype("Int64")
+        elif values.dtype.kind == "f" and 0 < values.abs().max() < 10 ** -precision * 10:
+            small.append(column)  # learning rates and the like: 0.0001, not 0.000
+    styled = table.style.hide(axis="index").format(precision=precision, na_rep="")
+    return styled.format("{:g}", subset=small, na_rep="") if small else styled
+
+
+def figure(path: str | Path, caption: str) -> None:
+    """Show a saved figure (embedded) with its caption, or say that it was not produced."""
+    from IPython.display import Image, Markdown, display
+
+    path = Path(path)
+    if path.is_file():
+        display(Image(filename=str(path)), Markdown(f"*{caption}*"))
+    else:
+        display(Markdown(f"*{caption}: not produced in this run ({path.name} is absent).*"))
+
+
+def provenance_table(profile: str | None, out: str | Path | None = None) -> pd.DataFrame:
+    """Every run behind the report: notebook, run, profile, status, commit, times, weights."""
+    base = Path(out) if out else config.output_root()
+    rows = []
+    for notebook in ("01_data_merge", *TRAINING_NOTEBOOKS.values(), "04_comparison"):
+        for folder in run_folders(notebook, base):
+            result = results.read_result(folder) or {}
+            if profile and result.get("profile") != profile:
+                continue
+            prov = result.get("provenance", {})
+            weights = result.get("weights")
+            rows.append({"notebook": notebook, "run": folder.name, "profile": result.get("profile"),
+                         "status": str(result.get("status", ""))[:40], "commit": str(prov.get("git_commit", ""))[:12],
+                         "started": prov.get("started"), "finished": prov.get("finished"),
+                         "weights sha256": (weights or {}).get("sha256", "")[:16] if isinstance(weights, dict) else ""})
+    return pd.DataFrame(rows)
+
+
+def export_run(run_name: str, dest: str | Path, out: str | Path | None = None) -> Path:
+    """Export a completed 05_report run to ``dest``: report.html, figures/ and tables/."""
+    base = Path(out) if out else config.output_root()
+    folder = base / "05_report" / run_name
+    result = results.read_result(folder)
+    if not result or result.get("status") != "complete":
+        raise config.ConfigError(f"{folder} holds no complete report run; run notebooks/05_report.ipynb first")
+    effective = result["effective"]
+    comparison = base / "04_comparison" / effective["comparison_run"]
+    data = base / "01_data_merge" / effective["data_run"]
+    figures = sorted((comparison / "figures").glob("*.png")) + sorted((data / "figures").glob("*.png"))
+    tables = sorted((comparison / "tables").glob("*.*")) + [data / "exclusions.csv", data / "cross_source_groups.csv"]
+    return export_html(folder / "notebook.ipynb", dest, figures, [t for t in tables if t.is_file()])

@@ -145,11 +145,15 @@ def run_batch(
 
 @dataclass(frozen=True)
 class Stage:
-    """One step of the main job: a notebook and the params files it runs."""
+    """One step of the main job: a notebook and the params files it runs.
+
+    ``always`` stages read every run before them, so they are redone on each main job.
+    """
 
     name: str
     notebook: str
     params_glob: str
+    always: bool = False
 
 
 # The main job (`make report`), in order. Later notebooks add their stages here.
@@ -157,12 +161,18 @@ STAGES = (
     Stage("data merge", "notebooks/01_data_merge.ipynb", "params/data/default.yaml"),
     Stage("custom CNN grid", "notebooks/02_custom_cnn.ipynb", "params/custom/run*.yaml"),
     Stage("transfer learning", "notebooks/03_transfer_learning.ipynb", "params/transfer/*.yaml"),
+    Stage("comparison", "notebooks/04_comparison.ipynb", "params/report/comparison.yaml", always=True),
+    Stage("report", "notebooks/05_report.ipynb", "params/report/report.yaml", always=True),
 )
+REPORT_DIR = config.PROJECT_ROOT / "report"
 
 
-def run_pipeline(stages: Sequence[Stage] = STAGES, *, profile: str = "default",
-                 out: str | Path | None = None, force: bool = False) -> bool:
-    """Run every stage in order; print each stage's wall time. False if any run failed."""
+def run_pipeline(stages: Sequence[Stage] = STAGES, *, profile: str = "default", out: str | Path | None = None,
+                 force: bool = False, export_to: str | Path | None = REPORT_DIR) -> bool:
+    """Run every stage in order, export the report, print each stage's wall time.
+
+    Returns False if any run failed (the report is then not exported).
+    """
     timings, ok = [], True
     for stage in stages:
         files = sorted(config.PROJECT_ROOT.glob(stage.params_glob))
@@ -170,11 +180,17 @@ def run_pipeline(stages: Sequence[Stage] = STAGES, *, profile: str = "default",
             raise config.ConfigError(f"stage '{stage.name}': no params files match {stage.params_glob}")
         print(f"== stage: {stage.name} ({len(files)} runs)", flush=True)
         started = time.monotonic()
-        outcomes = run_batch(stage.notebook, files, profile=profile, out=out, force=force)
+        outcomes = run_batch(stage.notebook, files, profile=profile, out=out, force=force or stage.always)
         timings.append((stage.name, time.monotonic() - started))
         if any(o.status == "failed" for o in outcomes):
             ok = False
             print(f"stage '{stage.name}' had failed runs; later stages may lack inputs", flush=True)
+    if ok and export_to is not None:
+        from .report import export_run
+
+        started = time.monotonic()
+        print(f"report written to {export_run(Path(stages[-1].params_glob).stem, export_to, out)}", flush=True)
+        timings.append(("export", time.monotonic() - started))
     print(f"\nstage wall times (profile {profile}):")
     for name, seconds in timings:
         print(f"  {name:<20} {seconds / 60:6.2f} min")

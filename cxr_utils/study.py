@@ -27,6 +27,8 @@ def table1_row(run: int) -> dict:
 def side_by_side(ours: pd.DataFrame) -> pd.DataFrame:
     """Our runs that have a study counterpart, next to the study's Table 1 numbers."""
     table = table1().set_index("run")
+    columns = ["run", "study_run", "model", "weights", "size (study / ours)", "epochs (study / ours)", "val_acc study",
+               "val_acc ours", "val_auc study", "val_auc ours", "min/epoch study (GPU)", "min/epoch ours (CPU)"]
     rows = []
     for row in ours[ours["study_run"].notna()].itertuples():
         theirs = table.loc[int(row.study_run)]
@@ -38,4 +40,4 @@ def side_by_side(ours: pd.DataFrame) -> pd.DataFrame:
             "val_auc study": theirs["val_auc"], "val_auc ours": row.val_auc,
             "min/epoch study (GPU)": theirs["minutes_per_epoch"], "min/epoch ours (CPU)": row.minutes_per_epoch,
         })
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=columns)

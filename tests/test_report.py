@@ -1,0 +1,119 @@
+"""Run collection and model choice, the HTML export, and the committed report rendered in Chromium."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+
+import nbformat
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from cxr_utils import config, report
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def fake_run(out, notebook, name, status="complete", val_auc=0.7, degenerate=False, profile="default", kind="custom"):
+    folder = out / notebook / name
+    folder.mkdir(parents=True)
+    result = {"run": name, "kind": kind, "profile": profile, "status": status, "degenerate": degenerate,
+              "effective": {"input_size": 64, "epochs": 5, "study_run": None},
+              "metrics": {"train": {"accuracy": 0.8, "auc": 0.8, "loss": 0.4},
+                          "val": {"accuracy": 0.7, "auc": val_auc, "loss": 0.5}},
+              "best_epoch": 3, "provenance": {"git_commit": "abc"}}
+    (folder / "result.json").write_text(json.dumps(result))
+    return folder
+
+
+def test_collector_skips_incomplete_runs_flags_degenerate_ones_and_chooses_on_val(tmp_path):
+    fake_run(tmp_path, "02_custom_cnn", "good", val_auc=0.8)
+    fake_run(tmp_path, "02_custom_cnn", "better_but_degenerate", val_auc=0.9, degenerate=True)
+    fake_run(tmp_path, "02_custom_cnn", "crashed", status="failed", val_auc=0.99)
+    fake_run(tmp_path, "02_custom_cnn", "smoke", val_auc=0.95, profile="smoke")
+    fake_run(tmp_path, "03_transfer_learning", "vgg16", status="skipped: no weights: …", kind="transfer")
+    table = report.runs_table(profile="default", out=tmp_path)
+    assert sorted(table["run"]) == ["better_but_degenerate", "good"]
+    assert table.set_index("run").loc["better_but_degenerate", "degenerate"]
+    assert report.choose_on_val(table, "custom") == "good"
+    assert report.choose_on_val(table, "transfer") is None
+    missing = report.not_run(out=tmp_path)
+    assert set(missing["run"]) == {"crashed", "vgg16"}
+
+
+def test_intervals_are_formatted_per_model_split_and_threshold():
+    heldout = pd.DataFrame([{"model": "m", "split": "test", "threshold": 0.5, "metric": metric, "value": 0.8,
+                             "low": 0.7, "high": 0.9, "n": 10} for metric in ("auc", "accuracy")])
+    table = report.with_intervals(heldout)
+    assert table.loc[0, "auc"] == "0.800 [0.700, 0.900]" and list(table.columns[:4]) == ["model", "split", "threshold", "n"]
+
+
+def png_base64(color: int) -> str:
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((8, 8), color, np.uint8)).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_export_leaves_out_code_and_tagged_cells_and_embeds_images(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    hidden = nbformat.v4.new_markdown_cell("builder notes, not for readers")
+    hidden.metadata["tags"] = ["remove_cell"]
+    shown = nbformat.v4.new_code_cell("secret_source_code = 1")
+    shown.outputs = [nbformat.v4.new_output("display_data", data={"image/png": png_base64(200), "text/plain": "<img>"})]
+    nb.cells = [hidden, nbformat.v4.new_markdown_cell("## A section"), shown]
+    executed = tmp_path / "nb.ipynb"
+    nbformat.write(nb, executed)
+    figure = tmp_path / "fig.png"
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(figure)
+    html = report.export_html(executed, tmp_path / "out", figures=[figure]).read_text()
+    assert "A section" in html and "data:image/png;base64" in html
+    assert "secret_source_code" not in html and "builder notes" not in html
+    assert (tmp_path / "out" / "figures" / "fig.png").is_file()
+
+
+def chromium_dom(html_file) -> str:
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed (make test installs Debian's chromium where apt-get can)")
+    with tempfile.TemporaryDirectory() as profile:
+        done = subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=10000",
+                               "--dump-dom", html_file.resolve().as_uri()], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_the_self_check_catches_a_broken_image(tmp_path):
+    page = tmp_path / "broken.html"
+    page.write_text(f'<html><body><img src="data:image/png;base64,{png_base64(10)}"><img src="missing.png">'
+                    f"{report.SELF_CHECK}</body></html>")
+    assert 'data-images="1/2"' in chromium_dom(page)
+
+
+def test_committed_report_renders_with_every_image_and_no_empty_section():
+    page = config.PROJECT_ROOT / "report" / "report.html"
+    assert page.is_file(), "report/report.html is missing: run `make report` and commit report/"
+    dom = chromium_dom(page)
+    loaded, total = map(int, re.search(r'data-images="(\d+)/(\d+)"', dom).groups())
+    assert total >= 10 and loaded == total
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(dom, "html.parser")
+    headings = soup.find_all("h2")
+    titles = [h.get_text(" ", strip=True) for h in headings]
+    for expected in ("Introduction", "Data", "Methods", "Results", "Comparison with the study", "Limitations", "Provenance"):
+        assert any(expected in t for t in titles), (expected, titles)
+    for heading in headings:
+        content, node = "", heading.find_next()
+        while node is not None and node.name != "h2" and len(content) < 40:
+            if node.name in ("p", "table", "img", "li", "h3"):
+                content += node.get_text(" ", strip=True) or ("<img>" if node.name == "img" else "")
+            node = node.find_next()
+        assert len(content) >= 20, f"section '{heading.get_text(strip=True)}' looks empty"
