@@ -98,10 +98,9 @@ def load_run_model(result: dict):
 
 
 def score_split(result: dict, manifest: pd.DataFrame, split: str, root: Path, model=None):
-    """Scores (probability of COVID) of a run's model on every image of one split.
+    """Scores (probability of COVID) of a run's model on every readable image of one split.
 
-    Returns (y, scores, rows); images that cannot be read are left out and listed in ``rows``'
-    complement by :func:`cxr_utils.datasets.load_split`'s failures.
+    Returns (y, scores, rows, failures): ``failures`` lists the images that could not be read.
     """
     from . import datasets
 
@@ -112,7 +111,7 @@ def score_split(result: dict, manifest: pd.DataFrame, split: str, root: Path, mo
     data = datasets.make_dataset(arrays, batch_size=32, channels=effective.get("channels", 3))
     raw = np.asarray(model.predict(data, verbose=0))
     scores = raw[:, 1] if raw.ndim == 2 and raw.shape[1] == 2 else raw.reshape(-1)
-    return arrays.y, scores, arrays.rows
+    return arrays.y, scores, arrays.rows, arrays.failures
 
 
 def to_markdown(table: pd.DataFrame, path: Path, floatfmt: str = ".3f") -> None:
@@ -172,7 +171,8 @@ def evaluate_chosen(result: dict, manifest: pd.DataFrame, root: Path, *, n_boot:
                     seed: int = 0) -> dict:
     """Score a model chosen on val: the threshold from val, then test and external once each.
 
-    Returns ``predictions`` (image_id, source, group_id, split, y, score), ``threshold``,
+    Returns ``predictions`` (image_id, source, group_id, split, y, score), ``failures`` (images
+    that could not be read, with the split), ``threshold``,
     ``metrics`` {split: {"0.5": CIs, "val_threshold": CIs}}, ``curves`` {split: ROC/PR bands}
     (splits with both labels only), ``calibration`` {split: (mean, rate, count, brier)} and
     ``per_source`` (test AUC and accuracy per source with intervals).
@@ -180,16 +180,18 @@ def evaluate_chosen(result: dict, manifest: pd.DataFrame, root: Path, *, n_boot:
     from . import evaluation
 
     model = load_run_model(result)
-    frames = []
+    frames, failed = [], []
     for split in ("val", "test", "external"):
         if not (manifest["split"] == split).any():
             continue
-        y, scores, rows = score_split(result, manifest, split, root, model=model)
+        y, scores, rows, failures = score_split(result, manifest, split, root, model=model)
         frames.append(rows[["image_id", "source", "group_id", "split"]].assign(y=y, score=scores))
+        failed.append(failures.assign(split=split))
     predictions = pd.concat(frames, ignore_index=True)
     val = predictions[predictions["split"] == "val"]
     threshold = evaluation.youden_threshold(val["y"], val["score"]) if val["y"].nunique() == 2 else 0.5
-    out = {"predictions": predictions, "threshold": threshold, "metrics": {}, "curves": {}, "calibration": {}}
+    out = {"predictions": predictions, "failures": pd.concat(failed, ignore_index=True), "threshold": threshold,
+           "metrics": {}, "curves": {}, "calibration": {}}
     for split in ("test", "external"):
         part = predictions[predictions["split"] == split]
         if part.empty:

@@ -117,3 +117,31 @@ def test_committed_report_renders_with_every_image_and_no_empty_section():
                 content += node.get_text(" ", strip=True) or ("<img>" if node.name == "img" else "")
             node = node.find_next()
         assert len(content) >= 20, f"section '{heading.get_text(strip=True)}' looks empty"
+
+
+def test_evaluate_chosen_scores_val_test_external_and_records_unreadable_images(tmp_path):
+    from cxr_utils import images, models
+    from conftest import pattern, save
+
+    rows = []
+    for k in range(24):
+        split = ("val", "test", "external")[k % 3]
+        path = save(tmp_path / "data" / f"{k}.png", pattern(60 + k, 40))
+        rows.append({"image_id": f"x:{k}", "source": "radiography" if k % 2 else "cohen", "path": f"{k}.png",
+                     "label": "COVID" if (k // 3) % 2 else "NONCOVID", "split": split, "group_id": f"g{k // 2}",
+                     "sha256": images.file_sha256(path)})
+    manifest = pd.DataFrame(rows)
+    (tmp_path / "data" / "4.png").unlink()  # a test image that has gone missing
+    folder = tmp_path / "run"
+    folder.mkdir()
+    models.build_custom_cnn(32, 3).save(folder / "model.keras")
+    result = {"kind": "custom", "folder": str(folder), "effective": {"input_size": 32, "channels": 3}}
+    evaluated = report.evaluate_chosen(result, manifest, tmp_path / "data", n_boot=50, seed=1)
+    predictions = evaluated["predictions"]
+    assert sorted(predictions["split"].unique()) == ["external", "test", "val"]
+    assert "x:4" not in set(predictions["image_id"])
+    assert evaluated["failures"][["image_id", "split", "reason"]].values.tolist() == [["x:4", "test", "missing_file"]]
+    assert set(evaluated["metrics"]) == {"test", "external"}
+    assert evaluated["metrics"]["test"]["0.5"]["auc"]["n_valid"] > 0
+    assert 0.0 <= evaluated["threshold"] <= 1.0
+    assert set(evaluated["per_source"]["source"]) == {"cohen", "radiography"}
