@@ -29,19 +29,18 @@ class FeatureSet:
     seconds: float
 
 
-def cache_folder(backbone: str, weights: Weights, size: int, root: Path | None = None) -> Path:
-    """One folder per (backbone, weights file hash, size)."""
-    tag = (weights.sha256 or "random-init")[:16]
-    return (root or config.cache_dir() / "features") / f"{backbone}-{tag}-{size}px"
+def cache_folder(backbone: str, weights: Weights, size: int, root: Path | None = None) -> Path | None:
+    """One folder per (backbone, weights file hash, size); None for a random-init backbone,
+    whose weights are not a fixed file and whose features must not be reused."""
+    if weights.sha256 is None:
+        return None
+    return (root or config.cache_dir() / "features") / f"{backbone}-{weights.sha256[:16]}-{size}px"
 
 
-def extract(extractor, images: np.ndarray, hashes: list[str], folder: Path, batch_size: int = 32) -> FeatureSet:
-    """Features for gray uint8 images (N, S, S), reading what the cache has and adding the rest.
-
-    A random-init backbone is not cached (its weights are not a fixed file).
-    """
+def extract(extractor, images: np.ndarray, hashes: list[str], cache: Path | None, batch_size: int = 32) -> FeatureSet:
+    """Features for gray uint8 images (N, S, S), reading what the cache has and adding the rest
+    (no cache: every image is computed)."""
     started = time.perf_counter()
-    cache = folder if "random-init" not in folder.name else None
     out: list[np.ndarray | None] = [None] * len(hashes)
     if cache is not None:
         for k, digest in enumerate(hashes):

@@ -91,21 +91,17 @@ def execute_one(
         _mark_failed(folder, notebook.name, name, "interrupted")
         raise
     except Exception as err:  # papermill raises many kinds; each is recorded, the batch goes on
-        status = str((results.read_result(folder) or {}).get("status", ""))
-        if status.startswith("skipped"):  # the notebook stopped itself with a reason
-            return Outcome(name, folder, "not run", time.monotonic() - started, status.split(": ", 1)[-1])
-        _mark_failed(folder, notebook.name, name, _describe(err))
-        return Outcome(name, folder, "failed", time.monotonic() - started, _describe(err))
+        error = _describe(err)
+    else:
+        error = "the notebook ended without marking its run complete"
     seconds = time.monotonic() - started
-    result = results.read_result(folder) or {}
-    status = str(result.get("status", ""))
+    status = str((results.read_result(folder) or {}).get("status", ""))
     if status == "complete":
         return Outcome(name, folder, "complete", seconds)
-    if status.startswith("skipped"):
+    if status.startswith("skipped"):  # the notebook stopped itself with a reason
         return Outcome(name, folder, "not run", seconds, status.split(": ", 1)[-1])
-    detail = "the notebook ended without marking its run complete"
-    _mark_failed(folder, notebook.name, name, detail)
-    return Outcome(name, folder, "failed", seconds, detail)
+    _mark_failed(folder, notebook.name, name, error)
+    return Outcome(name, folder, "failed", seconds, error)
 
 
 def run_batch(
