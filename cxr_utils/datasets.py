@@ -196,7 +196,6 @@ def make_dataset(
         return (tf.repeat(images, channels, axis=-1) if channels == 3 else images), labels
 
     ds = ds.map(to_float, num_parallel_calls=tf.data.AUTOTUNE)
-    if augment is not None:
-        ds = ds.map(lambda images, labels: (augment(images, training=True), labels),
-                    num_parallel_calls=tf.data.AUTOTUNE)
+    if augment is not None:  # sequential: batches draw the augmentation's random state in order
+        ds = ds.map(lambda images, labels: (augment(images, training=True), labels))
     return ds.prefetch(tf.data.AUTOTUNE)

@@ -191,3 +191,17 @@ def test_shift_moves_a_square_and_rotation_turns_it_about_the_centre():
     turned = datasets.augmentation_layers(4, dict(IDENTITY, rotation_degrees=40.0))(img).numpy()[0, ..., 0]
     spot = np.argwhere(turned > 128).mean(0)
     assert np.linalg.norm(spot - 32) == pytest.approx(20.0, abs=1.5)  # same distance from the centre
+
+
+def test_same_seed_same_training_with_augmentation(tmp_path):
+    m = make_manifest(tmp_path, n_per_label=8)
+    train = datasets.load_split(m, "train", 32, root=tmp_path, cache_root=tmp_path / "cache")
+
+    def losses():
+        training.seed_everything(7)
+        model = models.build_custom_cnn(32, 3)
+        models.compile_model(model, "rmsprop", 1e-3, "binary_crossentropy")
+        data = datasets.make_dataset(train, batch_size=4, shuffle_seed=7, augment=datasets.augmentation_layers(7))
+        return model.fit(data, epochs=2, verbose=0, shuffle=False).history["loss"]
+
+    assert losses() == losses()
