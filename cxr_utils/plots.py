@@ -110,12 +110,7 @@ def training_curves(history: pd.DataFrame, title: str, best_epoch: int | None = 
 
 def confusion_matrix(counts, title: str, path: str | Path | None = None) -> plt.Figure:
     """A 2x2 confusion matrix (rows: true label, columns: predicted)."""
-    fig, ax = plt.subplots(figsize=(3.6, 3.2))
-    sns.heatmap(counts, annot=True, fmt="d", cbar=False, cmap="Blues", ax=ax,
-                xticklabels=["NONCOVID", "COVID"], yticklabels=["NONCOVID", "COVID"])
-    ax.set(xlabel="predicted", ylabel="true", title=title)
-    fig.tight_layout()
-    return _save(fig, path)
+    return confusion_grid({title: counts}, path)
 
 
 def val_auc_by_run(table: pd.DataFrame, study_auc: dict | None = None, path: str | Path | None = None) -> plt.Figure:
