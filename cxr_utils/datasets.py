@@ -168,6 +168,11 @@ def _study_augmentation_class():
     return StudyAugmentation
 
 
+def one_hot_labels(y: np.ndarray) -> np.ndarray:
+    """Labels 0/1 (1 = COVID) as two float columns [NONCOVID, COVID], for a softmax head."""
+    return np.eye(2, dtype=np.float32)[np.asarray(y).astype(int)]
+
+
 def make_dataset(
     arrays: SplitArrays,
     *,
@@ -185,7 +190,7 @@ def make_dataset(
 
     if channels not in (1, 3):
         raise config.ConfigError(f"channels must be 1 or 3, got {channels}")
-    labels = np.eye(2, dtype=np.float32)[arrays.y.astype(int)] if one_hot else arrays.y[:, None]
+    labels = one_hot_labels(arrays.y) if one_hot else arrays.y[:, None]
     ds = tf.data.Dataset.from_tensor_slices((arrays.x[..., None], labels))
     if shuffle_seed is not None:
         ds = ds.shuffle(len(arrays.x), seed=shuffle_seed, reshuffle_each_iteration=True)

@@ -17,6 +17,7 @@ import numpy as np
 
 from . import config
 from .backbones import Weights
+from .datasets import one_hot_labels
 
 
 @dataclass
@@ -90,8 +91,7 @@ def feature_dataset(features: np.ndarray, y: np.ndarray, batch_size: int, shuffl
     """A batched tf.data dataset of (features, one-hot labels)."""
     import tensorflow as tf
 
-    labels = np.eye(2, dtype=np.float32)[np.asarray(y).astype(int)]
-    ds = tf.data.Dataset.from_tensor_slices((features, labels))
+    ds = tf.data.Dataset.from_tensor_slices((features, one_hot_labels(y)))
     if shuffle_seed is not None:
         ds = ds.shuffle(len(features), seed=shuffle_seed, reshuffle_each_iteration=True)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)

@@ -102,16 +102,14 @@ def score_split(result: dict, manifest: pd.DataFrame, split: str, root: Path, mo
 
     Returns (y, scores, rows, failures): ``failures`` lists the images that could not be read.
     """
-    from . import datasets
+    from . import datasets, training
 
     effective = result["effective"]
     size = effective.get("input_size", effective.get("image_size"))
     arrays = datasets.load_split(manifest, split, size, root=root)
     model = model or load_run_model(result)
     data = datasets.make_dataset(arrays, batch_size=32, channels=effective.get("channels", 3))
-    raw = np.asarray(model.predict(data, verbose=0))
-    scores = raw[:, 1] if raw.ndim == 2 and raw.shape[1] == 2 else raw.reshape(-1)
-    return arrays.y, scores, arrays.rows, arrays.failures
+    return arrays.y, training.predict(model, data), arrays.rows, arrays.failures
 
 
 def to_markdown(table: pd.DataFrame, path: Path, floatfmt: str = ".3f") -> None:
@@ -197,10 +195,8 @@ def evaluate_chosen(result: dict, manifest: pd.DataFrame, root: Path, *, n_boot:
         if part.empty:
             continue
         y, s, g = part["y"].to_numpy(), part["score"].to_numpy(), part["group_id"].to_numpy()
-        out["metrics"][split] = {
-            name: evaluation.bootstrap_metrics(y, s, g, t, n_boot=n_boot, seed=seed)
-            for name, t in (("0.5", 0.5), ("val_threshold", threshold))
-        }
+        out["metrics"][split] = evaluation.bootstrap_thresholds(
+            y, s, g, {"0.5": 0.5, "val_threshold": threshold}, n_boot=n_boot, seed=seed)
         out["calibration"][split] = evaluation.calibration(y, s)
         if len(np.unique(y)) == 2:
             fpr, tpr, tlow, thigh = evaluation.roc_band(y, s, g, n_boot=n_boot, seed=seed)

@@ -78,5 +78,7 @@ def fit(model, train_ds, val_ds, *, epochs: int, folder: Path, monitor: str = "v
 
 
 def predict(model, dataset) -> np.ndarray:
-    """Scores (N,) for a dataset of (images, labels)."""
-    return np.asarray(model.predict(dataset, verbose=0)).reshape(-1)
+    """Probability of COVID (N,) for a dataset: the single sigmoid output, or the COVID column
+    of a two-unit softmax."""
+    raw = np.asarray(model.predict(dataset, verbose=0))
+    return raw[:, 1] if raw.ndim == 2 and raw.shape[1] == 2 else raw.reshape(-1)
