@@ -64,15 +64,33 @@ def bootstrap_metrics(
     Resamples where a metric is undefined (e.g. one class only, for AUC) are left out of that
     metric's interval; ``n_valid`` says how many resamples it rests on.
     """
+    return bootstrap_thresholds(y_true, scores, groups, {"t": threshold}, n_boot, seed, alpha)["t"]
+
+
+def bootstrap_thresholds(
+    y_true: np.ndarray,
+    scores: np.ndarray,
+    groups: np.ndarray,
+    thresholds: dict[str, float],
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> dict[str, dict[str, dict[str, float]]]:
+    """:func:`bootstrap_metrics` at several thresholds from the same resamples (one pass)."""
     y_true, scores = np.asarray(y_true).astype(int), np.asarray(scores, dtype=float)
-    point = basic_metrics(y_true, scores, threshold)
     rng, members = np.random.default_rng(seed), group_members(groups)
-    draws = {m: [] for m in METRICS}
+    draws = {name: {m: [] for m in METRICS} for name in thresholds}
     for _ in range(n_boot):
         idx = _draw(members, rng)
-        sample = basic_metrics(y_true[idx], scores[idx], threshold)
-        for m in METRICS:
-            draws[m].append(sample[m])
+        for name, threshold in thresholds.items():
+            sample = basic_metrics(y_true[idx], scores[idx], threshold)
+            for m in METRICS:
+                draws[name][m].append(sample[m])
+    return {name: _intervals(basic_metrics(y_true, scores, threshold), draws[name], n_boot, alpha)
+            for name, threshold in thresholds.items()}
+
+
+def _intervals(point: dict, draws: dict[str, list], n_boot: int, alpha: float) -> dict[str, dict[str, float]]:
     out = {}
     for m in METRICS:
         values = np.array(draws[m], dtype=float)

@@ -92,3 +92,12 @@ def test_calibration_and_brier():
     assert brier == 0.0 and rate.tolist() == [0.0, 1.0] and count.tolist() == [2, 2]
     _, _, _, brier_half = evaluation.calibration(y, np.full(4, 0.5))
     assert brier_half == pytest.approx(0.25)
+
+
+def test_several_thresholds_from_one_pass_equal_separate_bootstraps():
+    y, groups, rng = cohort()
+    scores = np.clip(y * 0.3 + rng.random(len(y)) * 0.7, 0, 1)
+    both = evaluation.bootstrap_thresholds(y, scores, groups, {"half": 0.5, "val": 0.42}, n_boot=200, seed=6)
+    assert both["half"] == evaluation.bootstrap_metrics(y, scores, groups, 0.5, n_boot=200, seed=6)
+    assert both["val"] == evaluation.bootstrap_metrics(y, scores, groups, 0.42, n_boot=200, seed=6)
+    assert both["half"]["sensitivity"] != both["val"]["sensitivity"]
