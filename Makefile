@@ -1,13 +1,14 @@
 # cxr-covid: two commands on a fresh machine.
 #   make report   create .venv, install, run the main job (PROFILE=default|full|paper|smoke)
-#   make test     create .venv if missing, run the unit tests and the notebooks (nbval)
+#   make test     create .venv if missing, lint, run the unit tests and the notebooks (nbval)
+#   make lint     ruff (lint + format check) over the package, tests, benchmarks and notebooks
 PYTHON ?= python3.11
 PROFILE ?= default
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: report test env lab chromium clean-outputs
+.PHONY: report test lint format env lab chromium clean-outputs
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,11 +20,20 @@ $(STAMP): pyproject.toml
 env: $(STAMP)
 
 report: $(STAMP)
-	$(PY) -m cxr_utils weights provision xception || echo "Xception weights not provisioned: its runs will be reported as not run"
 	$(PY) -m cxr_utils pipeline --profile $(PROFILE)
 
-test: $(STAMP) chromium
+test: lint chromium
 	CXR_OFFLINE=1 $(VENV)/bin/pytest --nbval tests notebooks
+
+LINTED := cxr_utils tests benchmarks notebooks
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix $(LINTED)
+	$(VENV)/bin/ruff format $(LINTED)
 
 # Debian's Chromium renders the report in the tests; where it cannot be installed they skip and say so.
 chromium:

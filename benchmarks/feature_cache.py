@@ -22,7 +22,9 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from cxr_utils import backbones, config, datasets, features, training  # noqa: E402
+from cxr_utils import config, registry  # noqa: E402
+from cxr_utils.data import datasets
+from cxr_utils.modeling import backbones, features, training
 
 
 def main() -> None:
@@ -36,12 +38,15 @@ def main() -> None:
     args = parser.parse_args()
 
     weights = backbones.resolve_weights(args.backbone)
-    manifest = datasets.read_manifest(datasets.manifest_path(args.data_run))
-    train = datasets.load_split(manifest, "train", args.size, root=config.data_root(),
-                                max_images=args.images, balanced=True, seed=1)
+    manifest = datasets.read_manifest(registry.manifest_file(args.data_run))
+    train = datasets.load_split(
+        manifest, "train", args.size, root=config.data_root(), max_images=args.images, balanced=True, seed=1
+    )
     n = len(train.y)
-    print(f"{args.backbone} ({weights.label}), {n} images at {args.size} px, {args.epochs} epochs, "
-          f"batch {args.batch_size}")
+    print(
+        f"{args.backbone} ({weights.label}), {n} images at {args.size} px, {args.epochs} epochs, "
+        f"batch {args.batch_size}"
+    )
 
     training.seed_everything(1)
     extractor = backbones.build_extractor(args.backbone, weights, args.size)
@@ -64,8 +69,10 @@ def main() -> None:
     ours_seconds = time.perf_counter() - started
 
     print(f"study's way (backbone in every epoch): {study_seconds:8.1f} s")
-    print(f"features once + {args.epochs} head epochs:   {ours_seconds:8.1f} s "
-          f"(feature pass {extract_seconds:.1f} s, {vectors.computed} images)")
+    print(
+        f"features once + {args.epochs} head epochs:   {ours_seconds:8.1f} s "
+        f"(feature pass {extract_seconds:.1f} s, {vectors.computed} images)"
+    )
     print(f"ratio: {study_seconds / ours_seconds:.1f}x  (cpu_count={os.cpu_count()})")
 
 

@@ -28,7 +28,9 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from cxr_utils import config, datasets, models, training  # noqa: E402
+from cxr_utils import config, registry  # noqa: E402
+from cxr_utils.data import datasets
+from cxr_utils.modeling import models, training
 
 
 def epoch_seconds(model, data, epochs: int) -> list[float]:
@@ -62,8 +64,14 @@ def pass_seconds(batches) -> float:
 
 def fresh_model(params: dict):
     training.seed_everything(params["seed"])
-    model = models.build_custom_cnn(params["input_size"], params["filter"], params["activation"],
-                                    params["activation_output"], params["layers_to_add"], params["channels"])
+    model = models.build_custom_cnn(
+        params["image_size"],
+        params["filter"],
+        params["activation"],
+        params["activation_output"],
+        params["layers_to_add"],
+        params["channels"],
+    )
     models.compile_model(model, params["optimizer"], params["learning_rate"], params["loss"])
     return model
 
@@ -78,11 +86,21 @@ def study_style_iterator(rows, root: Path, folder: Path, params: dict):
         target.symlink_to(Path(root) / row.path)
     spec = datasets.STUDY_AUGMENTATION
     generator = ImageDataGenerator(  # no rescale: the model's Rescaling layer does it
-        rotation_range=spec["rotation_degrees"], width_shift_range=spec["shift"],
-        height_shift_range=spec["shift"], shear_range=spec["shear_degrees"], zoom_range=spec["zoom"],
-        horizontal_flip=spec["horizontal_flip"], fill_mode=spec["fill_mode"])
-    return generator.flow_from_directory(str(folder), target_size=(params["input_size"],) * 2,
-                                         batch_size=params["batch_size"], class_mode="binary", seed=params["seed"])
+        rotation_range=spec["rotation_degrees"],
+        width_shift_range=spec["shift"],
+        height_shift_range=spec["shift"],
+        shear_range=spec["shear_degrees"],
+        zoom_range=spec["zoom"],
+        horizontal_flip=spec["horizontal_flip"],
+        fill_mode=spec["fill_mode"],
+    )
+    return generator.flow_from_directory(
+        str(folder),
+        target_size=(params["image_size"],) * 2,
+        batch_size=params["batch_size"],
+        class_mode="binary",
+        seed=params["seed"],
+    )
 
 
 def main() -> None:
@@ -94,18 +112,32 @@ def main() -> None:
 
     requested = config.load_params_file(config.PROJECT_ROOT / "params" / "custom" / "run02.yaml")
     params, _ = config.apply_profile(requested, args.profile)
-    manifest = datasets.read_manifest(datasets.manifest_path(args.data_run))
+    manifest = datasets.read_manifest(registry.manifest_file(args.data_run))
     root = config.data_root()
     fill_start = time.perf_counter()
-    train = datasets.load_split(manifest, "train", params["input_size"], root=root,
-                                max_images=params["max_train_images"], balanced=True, seed=params["seed"])
+    train = datasets.load_split(
+        manifest,
+        "train",
+        params["image_size"],
+        root=root,
+        max_images=params["max_train_images"],
+        balanced=True,
+        seed=params["seed"],
+    )
     fill = time.perf_counter() - fill_start
     n = len(train.y)
-    print(f"run02 at profile {args.profile}: {n} training images, {params['input_size']} px, "
-          f"batch {params['batch_size']}; loading them (cache fill or read): {fill:.1f} s")
+    print(
+        f"run02 at profile {args.profile}: {n} training images, {params['image_size']} px, "
+        f"batch {params['batch_size']}; loading them (cache fill or read): {fill:.1f} s"
+    )
 
-    cached = datasets.make_dataset(train, batch_size=params["batch_size"], channels=params["channels"],
-                                   shuffle_seed=params["seed"], augment=datasets.augmentation_layers(params["seed"]))
+    cached = datasets.make_dataset(
+        train,
+        batch_size=params["batch_size"],
+        channels=params["channels"],
+        shuffle_seed=params["seed"],
+        augment=datasets.augmentation_layers(params["seed"]),
+    )
     ours = epoch_seconds(fresh_model(params), cached, args.epochs)
     ours_alone = pass_seconds(cached)
     with tempfile.TemporaryDirectory() as tmp:
@@ -116,9 +148,11 @@ def main() -> None:
     print(f"epoch seconds, cached tf.data:   {[round(s, 2) for s in ours]}")
     print(f"epoch seconds, study-style:      {[round(s, 2) for s in theirs]}")
     ours_epoch, theirs_epoch = statistics.median(ours[1:] or ours), statistics.median(theirs[1:] or theirs)
-    for what, a, b in (("training epoch (median)", ours_epoch, theirs_epoch), ("input pipeline alone", ours_alone, theirs_alone)):
-        print(f"{what}: cached tf.data {n / a:8.1f} images/s, study-style {n / b:8.1f} images/s, "
-              f"ratio {b / a:.2f}x")
+    for what, a, b in (
+        ("training epoch (median)", ours_epoch, theirs_epoch),
+        ("input pipeline alone", ours_alone, theirs_alone),
+    ):
+        print(f"{what}: cached tf.data {n / a:8.1f} images/s, study-style {n / b:8.1f} images/s, ratio {b / a:.2f}x")
     print(f"(cpu_count={os.cpu_count()})")
 
 

@@ -1,13 +1,15 @@
-"""Command line: ``python -m cxr_utils run ...`` and ``python -m cxr_utils data download ...``."""
+"""Command line: ``python -m cxr_utils run | pipeline | report export | weights provision | data download``."""
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from pathlib import Path
 
-from . import config, download, provision, runner, sources
+from . import config, registry
+from .data import download, sources
+from .modeling import provision
+from .runs import pipeline as main_job
+from .runs import runner
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -17,21 +19,28 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="execute a notebook once per params file (papermill)")
     run.add_argument("notebook", help="e.g. notebooks/01_data_merge.ipynb")
     run.add_argument("params", nargs="+", help="flat YAML params files; one run each")
-    run.add_argument("--profile", default="default",
-                     help=f"scale the runs to the machine ({', '.join(config.available_profiles())})")
+    run.add_argument(
+        "--profile", default="default", help=f"scale the runs to the machine ({', '.join(config.available_profiles())})"
+    )
     run.add_argument("--out", default=None, help="output root (default: CXR_OUTPUT_DIR or outputs/)")
     run.add_argument("--force", action="store_true", help="redo runs that already have a complete result")
     run.add_argument("--kernel", default=None, help="Jupyter kernel (default: the notebook's own)")
 
     pipeline = sub.add_parser("pipeline", help="the main job: every stage in order (make report)")
     pipeline.add_argument("--profile", default="default")
-    pipeline.add_argument("--out", default=None)
+    pipeline.add_argument(
+        "--out", default=None, help="output root of every stage (default: CXR_OUTPUT_DIR or outputs/)"
+    )
     pipeline.add_argument("--force", action="store_true")
+    pipeline.add_argument(
+        "--report-dir", default=None, help="where the report is exported (default: report/, or <out>/report with --out)"
+    )
+    pipeline.add_argument("--no-provision", action="store_true", help="do not provision Xception weights first")
 
     data = sub.add_parser("data", help="data commands")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     dl = data_sub.add_parser("download", help="fetch the sources (needs internet)")
-    dl.add_argument("--root", default=None, help="data root (default: CXR_DATA_ROOT or data/raw/)")
+    dl.add_argument("--root", default=None, help="data root (default: as everywhere else, see README)")
     dl.add_argument("--sources", nargs="+", default=list(sources.SOURCES), choices=sources.SOURCES)
     dl.add_argument("--latest", action="store_true", help="keep upstream HEAD instead of the mirrored commits")
     dl.add_argument("--git-base", default=download.GITHUB, help=argparse.SUPPRESS)
@@ -40,14 +49,19 @@ def _parser() -> argparse.ArgumentParser:
     rep_sub = rep.add_subparsers(dest="report_command", required=True)
     export = rep_sub.add_parser("export", help="write report.html, figures/ and tables/ from a 05_report run")
     export.add_argument("--run", default="report", help="the 05_report run (default: report)")
-    export.add_argument("--dest", default=str(runner.REPORT_DIR), help="folder (default: report/)")
+    export.add_argument("--dest", default=str(registry.REPORT_DIR), help="folder (default: report/)")
+    export.add_argument(
+        "--out", default=None, help="output root holding the runs (default: CXR_OUTPUT_DIR or outputs/)"
+    )
 
     weights = sub.add_parser("weights", help="weights commands")
     weights_sub = weights.add_subparsers(dest="weights_command", required=True)
     prov = weights_sub.add_parser("provision", help="provision ImageNet weights offline (xception)")
     prov.add_argument("backbone", help="xception")
     prov.add_argument("--wheel", default=None, help="a local pneumonia_model_package-0.3.0 wheel (else pip download)")
-    prov.add_argument("--dest", default=None, help="weights folder (default: outputs/weights/)")
+    prov.add_argument(
+        "--dest", default=None, help="weights folder (default: CXR_WEIGHTS_DIR when set, else <output root>/weights/)"
+    )
     return parser
 
 
@@ -56,20 +70,29 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "run":
-            outcomes = runner.run_batch(args.notebook, args.params, profile=args.profile,
-                                        out=args.out, force=args.force, kernel=args.kernel)
+            outcomes = runner.run_batch(
+                args.notebook, args.params, profile=args.profile, out=args.out, force=args.force, kernel=args.kernel
+            )
             return 1 if any(o.status == "failed" for o in outcomes) else 0
         if args.command == "report":
-            from .report import export_run
+            from .reporting.export import export_run
 
-            print(export_run(args.run, args.dest))
+            print(export_run(args.run, args.dest, args.out))
             return 0
         if args.command == "weights":
             provision.provision(args.backbone, wheel=args.wheel, dest=args.dest)
             return 0
         if args.command == "pipeline":
-            return 0 if runner.run_pipeline(profile=args.profile, out=args.out, force=args.force) else 1
-        root = Path(args.root or os.environ.get("CXR_DATA_ROOT") or config.PROJECT_ROOT / "data" / "raw")
+            report_dir = args.report_dir or (f"{args.out}/report" if args.out else registry.REPORT_DIR)
+            ok = main_job.run_pipeline(
+                profile=args.profile,
+                out=args.out,
+                force=args.force,
+                export_to=report_dir,
+                provision=() if args.no_provision else main_job.PROVISIONED,
+            )
+            return 0 if ok else 1
+        root, _ = config.data_root_setting(args.root)
         download.download(args.sources, root, git_base=args.git_base, latest=args.latest)
         return 0
     except (config.ConfigError, download.DownloadError) as err:

@@ -8,9 +8,10 @@ checks, the README table) reads that cell through :func:`notebook_parameters`.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -18,6 +19,12 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
 PROFILES_DIR = PROJECT_ROOT / "params" / "profiles"
 SHARED_DATA_ROOT = PROJECT_ROOT.parent / "shared" / "cxr-data"
+
+# Settings read from the environment.
+DATA_ROOT_ENV = "CXR_DATA_ROOT"
+OUTPUT_DIR_ENV = "CXR_OUTPUT_DIR"
+WEIGHTS_DIR_ENV = "CXR_WEIGHTS_DIR"
+OFFLINE_ENV = "CXR_OFFLINE"
 
 # Parameters every notebook has, which the runner fills in (run name, folder, profile).
 RUNNER_PARAMETERS = ("run_name", "output_dir", "profile")
@@ -30,18 +37,24 @@ class ConfigError(ValueError):
 # --------------------------------------------------------------------------- folders
 
 
-def data_root(explicit: str | os.PathLike | None = None) -> Path:
-    """The data root: explicit value, else env ``CXR_DATA_ROOT``, else the shared mirror
-    beside the checkout when it exists, else ``data/raw/`` in the project."""
+def data_root_setting(explicit: str | os.PathLike | None = None) -> tuple[Path, str]:
+    """Where the data root is and which setting says so (the folder may not exist yet):
+    explicit value, else env ``CXR_DATA_ROOT``, else the shared mirror beside the checkout when
+    it exists, else ``data/raw/`` in the project."""
     if explicit:
         root, origin = Path(explicit), "the data_root parameter"
-    elif os.environ.get("CXR_DATA_ROOT"):
-        root, origin = Path(os.environ["CXR_DATA_ROOT"]), "env CXR_DATA_ROOT"
+    elif os.environ.get(DATA_ROOT_ENV):
+        root, origin = Path(os.environ[DATA_ROOT_ENV]), f"env {DATA_ROOT_ENV}"
     elif SHARED_DATA_ROOT.is_dir():
         root, origin = SHARED_DATA_ROOT, "the shared mirror"
     else:
         root, origin = PROJECT_ROOT / "data" / "raw", "the default data/raw/"
-    root = root.expanduser().resolve()
+    return root.expanduser().resolve(), origin
+
+
+def data_root(explicit: str | os.PathLike | None = None) -> Path:
+    """The data root (see :func:`data_root_setting`); an error names it when it does not exist."""
+    root, origin = data_root_setting(explicit)
     if not root.is_dir():
         raise ConfigError(
             f"data root {root} (from {origin}) does not exist. Set CXR_DATA_ROOT to the folder "
@@ -53,7 +66,7 @@ def data_root(explicit: str | os.PathLike | None = None) -> Path:
 
 def output_root() -> Path:
     """Where runs write: env ``CXR_OUTPUT_DIR``, else ``outputs/`` in the project."""
-    return Path(os.environ.get("CXR_OUTPUT_DIR") or PROJECT_ROOT / "outputs").resolve()
+    return Path(os.environ.get(OUTPUT_DIR_ENV) or PROJECT_ROOT / "outputs").resolve()
 
 
 def cache_dir() -> Path:
@@ -145,9 +158,7 @@ def _accepts(annotation: str, value: Any) -> bool:
     return isinstance(value, _TYPES[base])
 
 
-def validate_parameters(
-    values: Mapping[str, Any], spec: Mapping[str, Parameter], where: str
-) -> None:
+def validate_parameters(values: Mapping[str, Any], spec: Mapping[str, Parameter], where: str) -> None:
     """Reject unknown keys and ill-typed values, naming the key, value and expected type."""
     problems = []
     for key, value in values.items():
@@ -155,11 +166,24 @@ def validate_parameters(
             known = ", ".join(sorted(spec))
             problems.append(f"unknown key '{key}' (known: {known})")
         elif not _accepts(spec[key].annotation, value):
-            problems.append(
-                f"key '{key}' = {value!r} ({type(value).__name__}) is not {spec[key].annotation}"
-            )
+            problems.append(f"key '{key}' = {value!r} ({type(value).__name__}) is not {spec[key].annotation}")
     if problems:
         raise ConfigError(f"{where}: " + "; ".join(problems))
+
+
+def below_minimum(
+    params: Mapping[str, Any], minimums: Mapping[str, float], above: Mapping[str, float] | None = None
+) -> list[str]:
+    """Problems for numbers that are impossible before anything runs: a key below its minimum
+    (``minimums``: value >= minimum) or not above a bound (``above``: value > bound). None
+    (meaning "all" or "unset") passes. Each message names the key and the value."""
+    problems = []
+    for bounds, strict in ((minimums, False), (above or {}, True)):
+        for key, bound in bounds.items():
+            value = params.get(key)
+            if value is not None and (value <= bound if strict else value < bound):
+                problems.append(f"key '{key}' = {value!r} must be {'>' if strict else '>='} {bound}")
+    return problems
 
 
 def load_params_file(path: str | os.PathLike) -> dict[str, Any]:
@@ -187,18 +211,42 @@ def available_profiles() -> list[str]:
     return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
 
 
+PROFILE_SECTIONS = ("scale", "caps", "set")
+
+
 def load_profile(name: str) -> dict[str, Any]:
-    """A profile: ``scale`` (multiply numbers), ``caps`` (upper bounds), ``set`` (overrides)."""
+    """A profile: ``scale`` (multiply numbers), ``caps`` (upper bounds), ``set`` (overrides) for
+    every notebook, and ``notebooks: {<stem>: {scale/caps/set}}`` for one notebook only."""
+    empty = {"rules": {section: {} for section in PROFILE_SECTIONS}, "notebooks": {}}
     if name in ("none", ""):
-        return {"scale": {}, "caps": {}, "set": {}}
+        return empty
     path = PROFILES_DIR / f"{name}.yaml"
     if not path.is_file():
         raise ConfigError(f"profile '{name}' not found (known: {', '.join(available_profiles())})")
     data = yaml.safe_load(path.read_text()) or {}
-    unknown = set(data) - {"description", "scale", "caps", "set"}
+    unknown = set(data) - {"description", "notebooks", *PROFILE_SECTIONS}
     if unknown:
         raise ConfigError(f"profile {path}: unknown sections {sorted(unknown)}")
-    return {section: data.get(section) or {} for section in ("scale", "caps", "set")}
+    notebooks = data.get("notebooks") or {}
+    for stem, rules in notebooks.items():
+        wrong = set(rules or {}) - set(PROFILE_SECTIONS)
+        if wrong:
+            raise ConfigError(f"profile {path}: notebooks.{stem} has unknown sections {sorted(wrong)}")
+    return {
+        "rules": {section: data.get(section) or {} for section in PROFILE_SECTIONS},
+        "notebooks": {
+            stem: {section: (rules or {}).get(section) or {} for section in PROFILE_SECTIONS}
+            for stem, rules in notebooks.items()
+        },
+    }
+
+
+def profile_rules(profile: str, notebook: str | None = None) -> dict[str, dict[str, Any]]:
+    """The scale/caps/set rules a profile applies to one notebook: its general rules, with the
+    notebook's own rules (``notebooks: {<stem>: ...}``) added and taking precedence."""
+    loaded = load_profile(profile)
+    own = loaded["notebooks"].get(Path(notebook).stem, {}) if notebook else {}
+    return {section: {**loaded["rules"][section], **own.get(section, {})} for section in PROFILE_SECTIONS}
 
 
 def _scaled(value: Any, factor: float) -> Any:
@@ -207,30 +255,30 @@ def _scaled(value: Any, factor: float) -> Any:
     return max(1, round(value * factor)) if isinstance(value, int) else value * factor
 
 
-def apply_profile(params: Mapping[str, Any], profile: str) -> tuple[dict[str, Any], dict[str, Any]]:
+def apply_profile(
+    params: Mapping[str, Any], profile: str, notebook: str | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Overlay a profile on a run's params. Returns (effective params, what changed).
 
     In order: ``scale`` multiplies a number (integers stay integers, at least 1), so a grid
     keeps its contrasts (20/30/40 epochs stay distinct); ``caps`` lower a number (a value of
     None, meaning "all", becomes the cap); ``set`` replaces a value. Only keys the run has
-    are touched, so one profile serves every notebook.
+    are touched; rules under ``notebooks: {<stem>: ...}`` apply to that notebook only.
     """
-    prof = load_profile(profile)
+    rules = profile_rules(profile, notebook)
     effective = dict(params)
-    for key, factor in prof["scale"].items():
+    for key, factor in rules["scale"].items():
         if key in effective and effective[key] is not None:
             effective[key] = _scaled(effective[key], factor)
-    for key, cap in prof["caps"].items():
+    for key, cap in rules["caps"].items():
         if key in effective and cap is not None:
             value = effective[key]
             effective[key] = cap if value is None else min(value, cap)
-    for key, value in prof["set"].items():
+    for key, value in rules["set"].items():
         if key in effective:
             effective[key] = value
     changed = {
-        key: {"requested": params[key], "effective": effective[key]}
-        for key in params
-        if effective[key] != params[key]
+        key: {"requested": params[key], "effective": effective[key]} for key in params if effective[key] != params[key]
     }
     return effective, changed
 
@@ -248,5 +296,5 @@ def collect_parameters(
         raise ConfigError(f"{notebook}: parameters not defined: {missing}")
     requested = {name: namespace[name] for name in spec}
     validate_parameters(requested, spec, where=notebook)
-    effective, changed = apply_profile(requested, requested.get("profile") or "none")
+    effective, changed = apply_profile(requested, requested.get("profile") or "none", notebook)
     return requested, effective, changed

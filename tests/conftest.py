@@ -106,7 +106,8 @@ def build_fixture_root(root: Path) -> Path:
     # Actualmed: metadata.csv + images/<imagename>
     write_csv(
         root / "actualmed" / "metadata.csv",
-        "patientid,offset,sex,age,finding,survival,temperature,pO2 saturation,view,modality,imagename,artifacts/distortion,notes",
+        "patientid,offset,sex,age,finding,survival,temperature,pO2 saturation,view,modality,imagename,"
+        "artifacts/distortion,notes",
         [
             "ANON1,,,,COVID-19,,,,PA,X-ray,a1.png,,",
             "ANON2,,,,No finding,,,,AP,X-ray,a2.png,,Negative",
@@ -144,7 +145,7 @@ def mirror_root() -> Path:
 @pytest.fixture(scope="session")
 def mirror_build(mirror_root: Path):
     """The full default merge of the real mirror, built once per test session."""
-    from cxr_utils import manifest, sources
+    from cxr_utils.data import manifest, sources
 
     return manifest.merge_sources(mirror_root, sources.SOURCES, progress=False)
 

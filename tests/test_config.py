@@ -30,7 +30,10 @@ def test_data_root_defaults_to_the_shared_mirror_when_present(tmp_path, clean_en
 
 def test_output_root_and_run_dir(tmp_path, clean_env):
     clean_env.setenv("CXR_OUTPUT_DIR", str(tmp_path / "out"))
-    assert config.run_dir("notebooks/01_data_merge.ipynb", "default") == (tmp_path / "out" / "01_data_merge" / "default").resolve()
+    assert (
+        config.run_dir("notebooks/01_data_merge.ipynb", "default")
+        == (tmp_path / "out" / "01_data_merge" / "default").resolve()
+    )
     assert config.run_dir("01_data_merge", "x", str(tmp_path / "elsewhere")) == (tmp_path / "elsewhere").resolve()
 
 
@@ -81,13 +84,15 @@ def test_every_committed_data_params_file_is_valid():
 
 
 def test_profiles_cap_only_what_a_run_has():
-    params = {"max_images_per_source": None, "seed": 1, "epochs": 40, "input_size": 32}
-    effective, changed = config.apply_profile(params, "smoke")
+    params = {"max_images_per_source": None, "seed": 1, "epochs": 40, "image_size": 32}
+    effective, changed = config.apply_profile(params, "smoke", "02_custom_cnn")
     assert effective["max_images_per_source"] == 24
     assert effective["epochs"] == 1
-    assert effective["input_size"] == 32  # already below the cap
-    assert changed == {"max_images_per_source": {"requested": None, "effective": 24},
-                       "epochs": {"requested": 40, "effective": 1}}
+    assert effective["image_size"] == 32  # already below the cap
+    assert changed == {
+        "max_images_per_source": {"requested": None, "effective": 24},
+        "epochs": {"requested": 40, "effective": 1},
+    }
     assert params["epochs"] == 40  # the requested values are not modified
     assert config.apply_profile(params, "none") == (params, {})
     assert set(config.available_profiles()) >= {"smoke", "default", "full", "paper"}
@@ -96,9 +101,17 @@ def test_profiles_cap_only_what_a_run_has():
 
 
 def test_default_profile_scales_before_capping_so_a_grid_keeps_its_contrasts():
-    runs = [{"input_size": 150, "epochs": 20}, {"input_size": 256, "epochs": 30}, {"input_size": 256, "epochs": 40}]
-    effective = [config.apply_profile(r, "default")[0] for r in runs]
+    runs = [{"image_size": 150, "epochs": 20}, {"image_size": 256, "epochs": 30}, {"image_size": 256, "epochs": 40}]
+    effective = [config.apply_profile(r, "default", "02_custom_cnn")[0] for r in runs]
     assert [e["epochs"] for e in effective] == [5, 8, 10]
-    assert [e["input_size"] for e in effective] == [38, 64, 64]
+    assert [e["image_size"] for e in effective] == [38, 64, 64]
+
+
+def test_profile_rules_for_one_notebook_leave_the_others_alone():
+    transfer = {"image_size": 224, "epochs": 30}
+    assert config.apply_profile(transfer, "default", "03_transfer_learning")[0] == {"image_size": 224, "epochs": 8}
+    assert config.apply_profile(transfer, "default")[0] == {"image_size": 224, "epochs": 8}
+    assert config.apply_profile(transfer, "smoke", "02_custom_cnn")[0]["image_size"] == 64
+    assert config.apply_profile(transfer, "smoke", "03_transfer_learning")[0]["image_size"] == 224
     _, changed = config.apply_profile({"max_train_images": None, "learning_rate": 1e-3}, "default")
     assert changed == {"max_train_images": {"requested": None, "effective": 1000}}

@@ -5,9 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-
-from cxr_utils import config, datasets, images, models, study, training
 from conftest import pattern, save
+
+from cxr_utils import config
+from cxr_utils.data import datasets, images
+from cxr_utils.modeling import models, training
+from cxr_utils.reporting import study
 
 NOTEBOOK = "02_custom_cnn"
 
@@ -33,10 +36,14 @@ def test_params_checker_flags_degenerate_runs_and_rejects_impossible_ones():
     assert len(softmax) == 1 and "softmax over a single output unit" in softmax[0]
     categorical = models.check_custom_cnn_params(base_params(loss="categorical_crossentropy"))
     assert len(categorical) == 1 and "constantly 0" in categorical[0]
-    with pytest.raises(config.ConfigError, match="optimizer 'sgd'"):
+    with pytest.raises(config.ConfigError, match="key 'optimizer' = 'sgd' is not one of"):
         models.check_custom_cnn_params(base_params(optimizer="sgd"))
+    with pytest.raises(config.ConfigError, match="key 'filter' = -3 must be >= 1"):
+        models.check_custom_cnn_params(base_params(filter=-3))
+    with pytest.raises(config.ConfigError, match="key 'learning_rate' = 0.0 must be > 0"):
+        models.check_custom_cnn_params(base_params(learning_rate=0.0))
     with pytest.raises(config.ConfigError, match="too small for 6 pooling layers"):
-        models.check_custom_cnn_params(base_params(input_size=32, layers_to_add=2))
+        models.check_custom_cnn_params(base_params(image_size=32, layers_to_add=2))
 
 
 def test_notebook_parameters_reject_unknown_keys_and_bad_types():
@@ -69,7 +76,7 @@ def test_run_files_are_the_studys_table_1():
         config.validate_parameters(params, spec, str(path))
         row = table.loc[params["study_run"]]
         assert path.stem == f"run{params['study_run']:02d}"
-        for key in ("input_size", "filter", "batch_size", "activation_output", "epochs", "learning_rate"):
+        for key in ("image_size", "filter", "batch_size", "activation_output", "epochs", "learning_rate"):
             assert params[key] == row[key], (path.name, key)
         assert params["optimizer"].lower() == row["optimizer"].lower()
     layers = {f.stem: config.load_params_file(f)["layers_to_add"] for f in files}
@@ -98,8 +105,15 @@ def make_manifest(root, n_per_label=6):
     for k in range(2 * n_per_label):
         label = "COVID" if k % 2 else "NONCOVID"
         path = save(root / "imgs" / f"{k}.png", pattern(40 + k, 48))
-        rows.append({"image_id": f"x:{k}", "path": f"imgs/{k}.png", "label": label, "split": "train" if k < 8 else "val",
-                     "sha256": images.file_sha256(path)})
+        rows.append(
+            {
+                "image_id": f"x:{k}",
+                "path": f"imgs/{k}.png",
+                "label": label,
+                "split": "train" if k < 8 else "val",
+                "sha256": images.file_sha256(path),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -149,8 +163,14 @@ def test_fit_times_epochs_keeps_the_best_model_and_writes_history(tmp_path):
     training.seed_everything(1)
     model = models.build_custom_cnn(32, 3)
     models.compile_model(model, "adam", 1e-3, "binary_crossentropy")
-    fit = training.fit(model, datasets.make_dataset(train, batch_size=4), datasets.make_dataset(val, batch_size=4),
-                       epochs=3, folder=tmp_path / "run", verbose=0)
+    fit = training.fit(
+        model,
+        datasets.make_dataset(train, batch_size=4),
+        datasets.make_dataset(val, batch_size=4),
+        epochs=3,
+        folder=tmp_path / "run",
+        verbose=0,
+    )
     history = pd.read_csv(tmp_path / "run" / "history.csv")
     assert history["epoch"].tolist() == [1, 2, 3]
     assert {"accuracy", "auc", "loss", "val_accuracy", "val_auc", "val_loss", "seconds"} <= set(history.columns)
@@ -160,8 +180,9 @@ def test_fit_times_epochs_keeps_the_best_model_and_writes_history(tmp_path):
     assert isinstance(keras.saving.load_model(fit.model_path), keras.Model)
 
 
-IDENTITY = dict(datasets.STUDY_AUGMENTATION, rotation_degrees=0.0, shift=0.0, shear_degrees=0.0, zoom=0.0,
-                horizontal_flip=False)
+IDENTITY = dict(
+    datasets.STUDY_AUGMENTATION, rotation_degrees=0.0, shift=0.0, shear_degrees=0.0, zoom=0.0, horizontal_flip=False
+)
 
 
 def test_augmentation_with_nothing_to_do_is_the_identity_and_off_outside_training():

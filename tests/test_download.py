@@ -6,10 +6,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import build_fixture_root
 
 from cxr_utils import __main__ as cli
-from cxr_utils import download, sources
-from conftest import build_fixture_root
+from cxr_utils.data import download, sources
 
 
 def git(*args: str, cwd: Path) -> str:
@@ -75,8 +75,18 @@ def test_kaggle_with_credentials_runs_the_download(tmp_path):
     assert download.kaggle_credentials_present({"KAGGLE_USERNAME": "u", "KAGGLE_KEY": "k"}, home=tmp_path / "x")
     calls = []
     download.download_radiography(tmp_path / "data", run=calls.append, environ={}, home=tmp_path)
-    assert calls == [["kaggle", "datasets", "download", "-d", download.KAGGLE_DATASET,
-                      "-p", str(tmp_path / "data" / "radiography"), "--unzip"]]
+    assert calls == [
+        [
+            "kaggle",
+            "datasets",
+            "download",
+            "-d",
+            download.KAGGLE_DATASET,
+            "-p",
+            str(tmp_path / "data" / "radiography"),
+            "--unzip",
+        ]
+    ]
 
 
 def test_cli_reports_missing_credentials(tmp_path, monkeypatch, capsys):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cxr_utils import evaluation
+from cxr_utils.analysis import evaluation
 
 
 def cohort(n_groups: int = 200, seed: int = 0):

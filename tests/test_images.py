@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import pattern, save
 from PIL import Image
 
-from cxr_utils import images
-from conftest import pattern, save
+from cxr_utils.data import images
 
 
 @pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "I;16"])
@@ -97,7 +97,9 @@ def test_resized_copy_is_a_near_duplicate_and_another_image_is_not(tmp_path):
     c = images.inspect_image(save(tmp_path / "c.png", pattern(22, 224)))
 
     def dist(x, y):
-        return int(images.hamming_matrix([x.phash], [y.phash])[0, 0] + images.hamming_matrix([x.dhash], [y.dhash])[0, 0])
+        return int(
+            images.hamming_matrix([x.phash], [y.phash])[0, 0] + images.hamming_matrix([x.dhash], [y.dhash])[0, 0]
+        )
 
     assert dist(a, b) <= images.NEAR_DUPLICATE_THRESHOLD
     assert dist(a, c) > images.NEAR_DUPLICATE_THRESHOLD

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 
-from cxr_utils import manifest, sources
+from cxr_utils.data import manifest, sources
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 
@@ -27,8 +25,11 @@ def test_every_cohen_row_kept_is_an_xray(mirror_build, mirror_root):
 def test_counts_per_source_match_files_minus_exclusions(mirror_build, mirror_root):
     m, ex = mirror_build.manifest, mirror_build.exclusions
     for source in sources.SOURCES:
-        on_disk = {p.relative_to(mirror_root).as_posix() for p in (mirror_root / source).rglob("*")
-                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES}
+        on_disk = {
+            p.relative_to(mirror_root).as_posix()
+            for p in (mirror_root / source).rglob("*")
+            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        }
         in_manifest = set(m.loc[m["source"] == source, "path"])
         mine = ex[ex["source"] == source]
         repeated_rows = set(mine.loc[mine["reason"] == "duplicate_metadata_row", "path"])

@@ -16,21 +16,57 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from cxr_utils import config, report
+from cxr_utils import config
+from cxr_utils.analysis import heldout
+from cxr_utils.modeling import experiment, training
+from cxr_utils.reporting import collect, export, tables
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def fake_fit(val_auc: float, epochs: int = 3) -> training.Training:
+    """A training outcome whose last epoch is the best, as training.fit would return it."""
+    history = pd.DataFrame(
+        {
+            "epoch": range(1, epochs + 1),
+            "accuracy": 0.8,
+            "auc": 0.8,
+            "loss": 0.4,
+            "val_accuracy": 0.7,
+            "val_auc": np.linspace(0.5, val_auc, epochs),
+            "val_loss": 0.5,
+            "seconds": 1.0,
+        }
+    )
+    return training.Training(history, epochs, 3.0, None)
 
 
 def fake_run(out, notebook, name, status="complete", val_auc=0.7, degenerate=False, profile="default", kind="custom"):
+    """A run folder whose result.json carries the training record the package writes."""
     folder = out / notebook / name
     folder.mkdir(parents=True)
-    result = {"run": name, "kind": kind, "profile": profile, "status": status, "degenerate": degenerate,
-              "effective": {"input_size": 64, "epochs": 5, "study_run": None},
-              "metrics": {"train": {"accuracy": 0.8, "auc": 0.8, "loss": 0.4},
-                          "val": {"accuracy": 0.7, "auc": val_auc, "loss": 0.5}},
-              "best_epoch": 3, "provenance": {"git_commit": "abc"}}
+    record = experiment.training_summary(fake_fit(val_auc), {"accuracy": 0.7, "auc": val_auc}, 1000, 1000)
+    result = {
+        "run": name,
+        "kind": kind,
+        "profile": profile,
+        "status": status,
+        "degenerate": degenerate,
+        "effective": {"image_size": 64, "epochs": 3, "study_run": None},
+        **record,
+        "provenance": {"git_commit": "abc"},
+    }
     (folder / "result.json").write_text(json.dumps(result))
+    fake_fit(val_auc).history.to_csv(folder / "history.csv", index=False)
     return folder
 
 
@@ -40,20 +76,41 @@ def test_collector_skips_incomplete_runs_flags_degenerate_ones_and_chooses_on_va
     fake_run(tmp_path, "02_custom_cnn", "crashed", status="failed", val_auc=0.99)
     fake_run(tmp_path, "02_custom_cnn", "smoke", val_auc=0.95, profile="smoke")
     fake_run(tmp_path, "03_transfer_learning", "vgg16", status="skipped: no weights: …", kind="transfer")
-    table = report.runs_table(profile="default", out=tmp_path)
+    table = collect.runs_table(profile="default", out=tmp_path)
     assert sorted(table["run"]) == ["better_but_degenerate", "good"]
     assert table.set_index("run").loc["better_but_degenerate", "degenerate"]
-    assert report.choose_on_val(table, "custom") == "good"
-    assert report.choose_on_val(table, "transfer") is None
-    missing = report.not_run(out=tmp_path)
+    assert table.set_index("run").loc["good", "val_auc"] == 0.8
+    assert collect.choose_on_val(table, "custom") == collect.RunKey("custom", "good")
+    assert collect.choose_on_val(table, "transfer") is None
+    histories = collect.load_histories(table, out=tmp_path)
+    assert list(histories[collect.RunKey("custom", "good")]["val_auc"])[-1] == 0.8
+    missing = collect.not_run(out=tmp_path)
     assert set(missing["run"]) == {"crashed", "vgg16"}
 
 
 def test_intervals_are_formatted_per_model_split_and_threshold():
-    heldout = pd.DataFrame([{"model": "m", "split": "test", "threshold": 0.5, "metric": metric, "value": 0.8,
-                             "low": 0.7, "high": 0.9, "n": 10} for metric in ("auc", "accuracy")])
-    table = report.with_intervals(heldout)
-    assert table.loc[0, "auc"] == "0.800 [0.700, 0.900]" and list(table.columns[:4]) == ["model", "split", "threshold", "n"]
+    rows = pd.DataFrame(
+        [
+            {
+                "model": "m",
+                "split": "test",
+                "threshold": 0.5,
+                "metric": metric,
+                "value": 0.8,
+                "low": 0.7,
+                "high": 0.9,
+                "n": 10,
+            }
+            for metric in ("auc", "accuracy")
+        ]
+    )
+    table = tables.with_intervals(rows)
+    assert table.loc[0, "auc"] == "0.800 [0.700, 0.900]" and list(table.columns[:4]) == [
+        "model",
+        "split",
+        "threshold",
+        "n",
+    ]
 
 
 def png_base64(color: int) -> str:
@@ -73,7 +130,7 @@ def test_export_leaves_out_code_and_tagged_cells_and_embeds_images(tmp_path):
     nbformat.write(nb, executed)
     figure = tmp_path / "fig.png"
     Image.fromarray(np.zeros((4, 4), np.uint8)).save(figure)
-    html = report.export_html(executed, tmp_path / "out", figures=[figure]).read_text()
+    html = export.export_html(executed, tmp_path / "out", figures=[figure]).read_text()
     assert "A section" in html and "data:image/png;base64" in html
     assert "secret_source_code" not in html and "builder notes" not in html
     assert (tmp_path / "out" / "figures" / "fig.png").is_file()
@@ -84,16 +141,29 @@ def chromium_dom(html_file) -> str:
     if chromium is None:
         pytest.skip("chromium is not installed (make test installs Debian's chromium where apt-get can)")
     with tempfile.TemporaryDirectory() as profile:
-        done = subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=10000",
-                               "--dump-dom", html_file.resolve().as_uri()], capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [
+                chromium,
+                *CHROMIUM_FLAGS,
+                f"--user-data-dir={profile}",
+                "--virtual-time-budget=10000",
+                "--dump-dom",
+                html_file.resolve().as_uri(),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
 
 
 def test_the_self_check_catches_a_broken_image(tmp_path):
     page = tmp_path / "broken.html"
-    page.write_text(f'<html><body><img src="data:image/png;base64,{png_base64(10)}"><img src="missing.png">'
-                    f"{report.SELF_CHECK}</body></html>")
+    page.write_text(
+        f'<html><body><img src="data:image/png;base64,{png_base64(10)}"><img src="missing.png">'
+        f"{export.SELF_CHECK}</body></html>"
+    )
     assert 'data-images="1/2"' in chromium_dom(page)
 
 
@@ -108,7 +178,15 @@ def test_committed_report_renders_with_every_image_and_no_empty_section():
     soup = BeautifulSoup(dom, "html.parser")
     headings = soup.find_all("h2")
     titles = [h.get_text(" ", strip=True) for h in headings]
-    for expected in ("Introduction", "Data", "Methods", "Results", "Comparison with the study", "Limitations", "Provenance"):
+    for expected in (
+        "Introduction",
+        "Data",
+        "Methods",
+        "Results",
+        "Comparison with the study",
+        "Limitations",
+        "Provenance",
+    ):
         assert any(expected in t for t in titles), (expected, titles)
     for heading in headings:
         content, node = "", heading.find_next()
@@ -120,23 +198,33 @@ def test_committed_report_renders_with_every_image_and_no_empty_section():
 
 
 def test_evaluate_chosen_scores_val_test_external_and_records_unreadable_images(tmp_path):
-    from cxr_utils import images, models
     from conftest import pattern, save
+
+    from cxr_utils.data import images
+    from cxr_utils.modeling import models
 
     rows = []
     for k in range(24):
         split = ("val", "test", "external")[k % 3]
         path = save(tmp_path / "data" / f"{k}.png", pattern(60 + k, 40))
-        rows.append({"image_id": f"x:{k}", "source": "radiography" if k % 2 else "cohen", "path": f"{k}.png",
-                     "label": "COVID" if (k // 3) % 2 else "NONCOVID", "split": split, "group_id": f"g{k // 2}",
-                     "sha256": images.file_sha256(path)})
+        rows.append(
+            {
+                "image_id": f"x:{k}",
+                "source": "radiography" if k % 2 else "cohen",
+                "path": f"{k}.png",
+                "label": "COVID" if (k // 3) % 2 else "NONCOVID",
+                "split": split,
+                "group_id": f"g{k // 2}",
+                "sha256": images.file_sha256(path),
+            }
+        )
     manifest = pd.DataFrame(rows)
     (tmp_path / "data" / "4.png").unlink()  # a test image that has gone missing
     folder = tmp_path / "run"
     folder.mkdir()
     models.build_custom_cnn(32, 3).save(folder / "model.keras")
-    result = {"kind": "custom", "folder": str(folder), "effective": {"input_size": 32, "channels": 3}}
-    evaluated = report.evaluate_chosen(result, manifest, tmp_path / "data", n_boot=50, seed=1)
+    result = {"kind": "custom", "folder": str(folder), "effective": {"image_size": 32, "channels": 3}}
+    evaluated = heldout.evaluate_chosen(result, manifest, tmp_path / "data", n_boot=50, seed=1)
     predictions = evaluated["predictions"]
     assert sorted(predictions["split"].unique()) == ["external", "test", "val"]
     assert "x:4" not in set(predictions["image_id"])

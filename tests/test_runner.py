@@ -8,24 +8,25 @@ import nbformat
 import pytest
 
 from cxr_utils import __main__ as cli
-from cxr_utils import config, results, runner
+from cxr_utils import config
+from cxr_utils.runs import results, runner
 
-PARAMETERS = '''run_name: str = "t"  # run name
+PARAMETERS = """run_name: str = "t"  # run name
 output_dir: Optional[str] = None  # run folder
 profile: str = "smoke"  # profile
 value: int = 1  # a number to double
 fail: bool = False  # raise in the notebook
-finish: bool = True  # mark the run complete at the end'''
+finish: bool = True  # mark the run complete at the end"""
 
-BODY = '''from pathlib import Path
-from cxr_utils import results
+BODY = """from pathlib import Path
+from cxr_utils.runs import results
 params = dict(run_name=run_name, output_dir=output_dir, profile=profile, value=value, fail=fail, finish=finish)
 run = results.start_run("probe", "test", params, params, {}, Path(output_dir))
 if fail:
     raise RuntimeError("asked to fail")
 run.record(metrics={"double": value * 2})
 if finish:
-    run.complete()'''
+    run.complete()"""
 
 
 @pytest.fixture
@@ -48,8 +49,11 @@ def params_file(folder, name, text):
 
 def test_batch_records_outcomes_resumes_and_never_overwrites(probe, tmp_path):
     out = tmp_path / "out"
-    files = [params_file(tmp_path, "good", "value: 21\n"), params_file(tmp_path, "bad", "fail: true\n"),
-             params_file(tmp_path, "unfinished", "finish: false\n")]
+    files = [
+        params_file(tmp_path, "good", "value: 21\n"),
+        params_file(tmp_path, "bad", "fail: true\n"),
+        params_file(tmp_path, "unfinished", "finish: false\n"),
+    ]
     outcomes = runner.run_batch(probe, files, profile="smoke", out=out)
     assert [o.status for o in outcomes] == ["complete", "failed", "failed"]
     good = out / "probe" / "good"
@@ -96,3 +100,15 @@ def test_start_run_sets_an_earlier_result_aside(tmp_path):
     kept = json.loads((tmp_path / "run.previous" / "result.json").read_text())
     assert kept["status"] == "complete" and kept["requested"] == {"a": 1}
     assert not results.is_complete(folder)
+
+
+def test_impossible_values_are_rejected_before_anything_runs(tmp_path):
+    out = tmp_path / "out"
+    fine = params_file(tmp_path, "fine", "filter: 3\n")
+    negative = params_file(tmp_path, "negative", "filter: -3\nlearning_rate: 0.001\n")
+    with pytest.raises(config.ConfigError, match=r"negative.yaml \(profile smoke\): key 'filter' = -3 must be >= 1"):
+        runner.run_batch("notebooks/02_custom_cnn.ipynb", [fine, negative], profile="smoke", out=out)
+    too_small = params_file(tmp_path, "small", "backbone: xception\nimage_size: 64\n")
+    with pytest.raises(config.ConfigError, match=r"small.yaml.*'image_size' = 64 is below xception's minimum of 71"):
+        runner.run_batch("notebooks/03_transfer_learning.ipynb", [too_small], profile="smoke", out=out)
+    assert not out.exists()  # nothing ran

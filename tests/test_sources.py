@@ -5,7 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from cxr_utils import config, sources
+from cxr_utils import config
+from cxr_utils.data import sources
 
 
 def test_figure1_reader_reads_latin1_and_finds_each_extension(fixture_root):
@@ -37,8 +38,9 @@ def test_radiography_reader_walks_class_folders(fixture_root):
 
 def test_radiography_metadata_xlsx_is_optional_and_read_when_present(fixture_root):
     dataset = fixture_root / "radiography" / "COVID-19_Radiography_Dataset"
-    pd.DataFrame({"FILE NAME": ["COVID-1"], "FORMAT": ["PNG"], "SIZE": ["256*256"],
-                  "URL": ["https://example.org/covid"]}).to_excel(dataset / "COVID.metadata.xlsx", index=False)
+    pd.DataFrame(
+        {"FILE NAME": ["COVID-1"], "FORMAT": ["PNG"], "SIZE": ["256*256"], "URL": ["https://example.org/covid"]}
+    ).to_excel(dataset / "COVID.metadata.xlsx", index=False)
     table = sources.read_radiography(fixture_root)
     assert table.loc[table["image_id"] == "radiography:COVID-1.png", "origin_url"].item() == "https://example.org/covid"
 

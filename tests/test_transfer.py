@@ -8,9 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from cxr_utils import backbones, config, features, provision, runner, study
 from conftest import pattern
+
+from cxr_utils import config
+from cxr_utils.modeling import backbones, features, provision
+from cxr_utils.reporting import study
+from cxr_utils.runs import runner
 
 MOBILENET_FILE = "mobilenet_2_5_224_tf_no_top.h5"
 
@@ -51,7 +54,7 @@ def test_resolver_order(places):
     explicit = put(places["explicit"], "mine.h5")
     assert backbones.resolve_weights("vgg16", explicit=str(explicit)).file == str(explicit)
     order = []
-    for where in ("env", "outputs", "shared", "keras"):
+    for _where in ("env", "outputs", "shared", "keras"):
         found = backbones.resolve_weights("vgg16")
         order.append(Path(found.file).read_bytes().decode())
         Path(found.file).unlink()
@@ -142,8 +145,8 @@ def test_xception_provisioning_extracts_verifies_and_records(tmp_path, places):
     import keras
 
     wheel, original = make_fake_wheel(tmp_path)
-    target = provision.provision("xception", wheel=str(wheel), dest=str(places["env"]))
-    assert target.name == "xception_imagenet_notop.weights.h5"
+    target = provision.provision("xception", wheel=str(wheel))  # no --dest: where the resolver looks first
+    assert target == places["env"] / "xception_imagenet_notop.weights.h5"
     note = json.loads(backbones.provenance_file(target).read_text())
     assert note["tensors"] == len(original.weights) and "pneumonia-model-package==0.3.0" in note["origin"]
     fresh = keras.applications.Xception(weights=None, include_top=False)
@@ -186,13 +189,16 @@ def test_preprocessing_layer_matches_keras_preprocess_input(name, module):
 
 def small_mobilenet(mirror_weights: bool = True):
     weights_file = config.PROJECT_ROOT.parent / "shared" / "weights" / MOBILENET_FILE
-    weights = (backbones.resolve_weights("mobilenet025", explicit=str(weights_file)) if weights_file.is_file()
-               else backbones.resolve_weights("mobilenet025", weights="none"))
+    weights = (
+        backbones.resolve_weights("mobilenet025", explicit=str(weights_file))
+        if weights_file.is_file()
+        else backbones.resolve_weights("mobilenet025", weights="none")
+    )
     return backbones.build_extractor("mobilenet025", weights, 64), weights
 
 
 def test_head_on_cached_features_equals_the_end_to_end_model(tmp_path):
-    from cxr_utils import training
+    from cxr_utils.modeling import training
 
     extractor, weights = small_mobilenet()
     extractor.trainable = False
@@ -250,15 +256,26 @@ def test_transfer_params_files_match_the_study():
     spec = config.notebook_parameters("03_transfer_learning")
     table = study.table1().set_index("run")
     files = {f.stem: config.load_params_file(f) for f in (config.PROJECT_ROOT / "params" / "transfer").glob("*.yaml")}
-    assert set(files) == {"vgg16", "xception", "inceptionv3", "densenet169", "inceptionv3_100ep", "mobilenet025",
-                          "xception_finetune"}
+    assert set(files) == {
+        "vgg16",
+        "xception",
+        "inceptionv3",
+        "densenet169",
+        "inceptionv3_100ep",
+        "mobilenet025",
+        "xception_finetune",
+    }
     for name, params in files.items():
         config.validate_parameters(params, spec, name)
         backbones.get_backbone(params["backbone"])
         if params["study_run"]:
             row = table.loc[params["study_run"]]
             assert row["model_name"].lower() == params["backbone"]
-            assert (params["batch_size"], params["epochs"], params["image_size"]) == (row["batch_size"], row["epochs"], row["input_size"])
+            assert (params["batch_size"], params["epochs"], params["image_size"]) == (
+                row["batch_size"],
+                row["epochs"],
+                row["image_size"],
+            )
             assert params["learning_rate"] == row["learning_rate"]
     assert files["xception_finetune"]["fine_tune_layers"] > 0
 
@@ -267,7 +284,9 @@ def test_transfer_params_files_match_the_study():
 def test_a_run_without_weights_is_reported_not_run_and_the_batch_goes_on(tmp_path, places):
     params = tmp_path / "vgg16.yaml"
     params.write_text("backbone: vgg16\n")
-    outcomes = runner.run_batch("notebooks/03_transfer_learning.ipynb", [params], profile="smoke", out=tmp_path / "runs")
+    outcomes = runner.run_batch(
+        "notebooks/03_transfer_learning.ipynb", [params], profile="smoke", out=tmp_path / "runs"
+    )
     assert outcomes[0].status == "not run" and outcomes[0].detail.startswith("no weights: no ImageNet weights")
     result = json.loads((tmp_path / "runs" / "03_transfer_learning" / "vgg16" / "result.json").read_text())
     assert result["status"].startswith("skipped: no weights")

@@ -9,20 +9,27 @@ why each dropped row was dropped.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import pandas as pd
 
-from .config import ConfigError
+from ..config import ConfigError
 
 SOURCES = ("figure1", "cohen", "radiography", "actualmed")
 LABELS = ("COVID", "NONCOVID")
 SOURCE_COLUMNS = [
-    "image_id", "source", "path", "finding", "view", "modality", "patient_id", "metadata_row",
+    "image_id",
+    "source",
+    "path",
+    "finding",
+    "view",
+    "modality",
+    "patient_id",
+    "metadata_row",
 ]
 EXCLUSION_COLUMNS = ["source", "path", "image_id", "reason", "detail"]
-RULES_FILE = Path(__file__).with_name("data") / "label_rules.csv"
+RULES_FILE = Path(__file__).parent.parent / "resources" / "label_rules.csv"
 RADIOGRAPHY_CLASSES = {  # class folder -> finding
     "COVID": "COVID-19",
     "Normal": "No finding",
@@ -183,13 +190,16 @@ def apply_label_rules(table: pd.DataFrame, mode: str) -> pd.DataFrame:
     """Add ``label`` (COVID, NONCOVID, UNKNOWN or SKIP) and ``label_rule`` (the rule's note)."""
     rules = label_rules(mode)
     compiled = [
-        (r.source, re.compile(r.finding_regex), re.compile(r.path_regex), r.label, r.note)
-        for r in rules.itertuples()
+        (r.source, re.compile(r.finding_regex), re.compile(r.path_regex), r.label, r.note) for r in rules.itertuples()
     ]
 
     def first_match(row: pd.Series) -> tuple[str, str]:
         for source, finding_re, path_re, label, note in compiled:
-            if source in ("*", row["source"]) and finding_re.fullmatch(row["finding"]) and path_re.fullmatch(row["path"]):
+            if (
+                source in ("*", row["source"])
+                and finding_re.fullmatch(row["finding"])
+                and path_re.fullmatch(row["path"])
+            ):
                 return label, note
         raise ConfigError(f"no {mode} label rule matches {row['path']} (finding {row['finding']!r})")
 
@@ -201,10 +211,7 @@ def apply_label_rules(table: pd.DataFrame, mode: str) -> pd.DataFrame:
 
 def label_mode_comparison(table: pd.DataFrame, modes: Iterable[str] = ("default", "seed")) -> pd.DataFrame:
     """Rows per source and label under each label mode (before any file is opened)."""
-    counts = {
-        mode: apply_label_rules(table, mode).groupby(["source", "label"]).size()
-        for mode in modes
-    }
+    counts = {mode: apply_label_rules(table, mode).groupby(["source", "label"]).size() for mode in modes}
     return pd.DataFrame(counts).fillna(0).astype(int)
 
 
@@ -228,11 +235,17 @@ def select_rows(
         reasons[mask] = reason
         details[mask] = detail[mask] if isinstance(detail, pd.Series) else detail
 
-    exclude(table["path"].duplicated(), "duplicate_metadata_row",
-            "metadata row " + table["metadata_row"].astype(str) + " repeats an earlier row's file")
+    exclude(
+        table["path"].duplicated(),
+        "duplicate_metadata_row",
+        "metadata row " + table["metadata_row"].astype(str) + " repeats an earlier row's file",
+    )
     exclude(table["label"] == "SKIP", "label_rules_skip", table["label_rule"])
-    exclude(table["label"] == "UNKNOWN", "label_unknown",
-            "finding " + table["finding"].map(repr) + ": " + table["label_rule"])
+    exclude(
+        table["label"] == "UNKNOWN",
+        "label_unknown",
+        "finding " + table["finding"].map(repr) + ": " + table["label_rule"],
+    )
     if xray_only:
         exclude(table["modality"].str.lower() != "x-ray", "not_xray", "modality " + table["modality"])
     if views == "frontal":
@@ -259,6 +272,13 @@ def orphan_files(root: Path, table: pd.DataFrame, sources: Iterable[str]) -> pd.
         for path in sorted((Path(root) / source).rglob("*")):
             rel = path.relative_to(root).as_posix()
             if path.is_file() and path.parent.name in ("images", "volumes") and rel not in named:
-                rows.append({"source": source, "path": rel, "image_id": f"{source}:{path.name}",
-                             "reason": "no_metadata", "detail": "file not named in metadata.csv"})
+                rows.append(
+                    {
+                        "source": source,
+                        "path": rel,
+                        "image_id": f"{source}:{path.name}",
+                        "reason": "no_metadata",
+                        "detail": "file not named in metadata.csv",
+                    }
+                )
     return pd.DataFrame(rows, columns=EXCLUSION_COLUMNS)

@@ -12,9 +12,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 GITHUB = "https://github.com/"
 KAGGLE_DATASET = "tawsifurrahman/covid19-radiography-database"
@@ -47,8 +47,9 @@ def _run(command: Sequence[str]) -> None:
     subprocess.run(list(command), check=True)
 
 
-def clone_source(source: GitSource, root: Path, *, git_base: str = GITHUB, latest: bool = False,
-                 run: Runner = _run) -> Path:
+def clone_source(
+    source: GitSource, root: Path, *, git_base: str = GITHUB, latest: bool = False, run: Runner = _run
+) -> Path:
     """Clone one git source into ``root/<name>`` (skipped when the folder already exists)."""
     target = Path(root) / source.name
     if target.exists():
@@ -77,8 +78,9 @@ def kaggle_credentials_present(environ: dict[str, str] | None = None, home: Path
     return (config_dir / "kaggle.json").is_file()
 
 
-def download_radiography(root: Path, *, run: Runner = _run, environ: dict[str, str] | None = None,
-                         home: Path | None = None) -> Path:
+def download_radiography(
+    root: Path, *, run: Runner = _run, environ: dict[str, str] | None = None, home: Path | None = None
+) -> Path:
     """Download and unzip the COVID-19 Radiography Database into ``root/radiography``."""
     target = Path(root) / "radiography"
     if target.exists():
@@ -97,8 +99,9 @@ def download_radiography(root: Path, *, run: Runner = _run, environ: dict[str, s
     return target
 
 
-def download(sources: Iterable[str], root: Path, *, git_base: str = GITHUB, latest: bool = False,
-             run: Runner = _run) -> list[Path]:
+def download(
+    sources: Iterable[str], root: Path, *, git_base: str = GITHUB, latest: bool = False, run: Runner = _run
+) -> list[Path]:
     """Download the named sources into the data root; returns their folders."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)

@@ -20,10 +20,10 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from . import config
-from .backbones import provenance_file
-from .images import file_sha256
-from .results import now
+from .. import config
+from ..data.images import file_sha256
+from ..runs.results import now
+from .backbones import provenance_file, weights_dirs
 
 WHEEL_REQUIREMENT = "pneumonia-model-package==0.3.0"
 MEMBER_SUFFIX = ".keras"
@@ -40,7 +40,17 @@ def fetch_wheel(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     found = sorted(folder.glob("pneumonia_model_package-0.3.0-*.whl"))
     if not found:
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", WHEEL_REQUIREMENT, "-d", str(folder)]
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--quiet",
+            WHEEL_REQUIREMENT,
+            "-d",
+            str(folder),
+        ]
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0:
             raise ProvisionError(f"`{' '.join(command)}` failed: {result.stderr.strip()[-500:]}")
@@ -70,8 +80,9 @@ def batchnorm_statistics_trained(model) -> bool:
     import numpy as np
 
     layers = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
-    drift = [np.abs(layer.moving_mean.numpy()).mean() + np.abs(layer.moving_variance.numpy() - 1).mean()
-             for layer in layers]
+    drift = [
+        np.abs(layer.moving_mean.numpy()).mean() + np.abs(layer.moving_variance.numpy() - 1).mean() for layer in layers
+    ]
     return bool(layers) and float(np.mean(drift)) > 1e-3
 
 
@@ -130,7 +141,7 @@ def provision(name: str, wheel: str | None = None, dest: str | None = None) -> P
     """Provision weights for ``name`` (only ``xception`` has an offline source)."""
     if name != "xception":
         raise ProvisionError(f"no offline source is known for '{name}' weights; only xception can be provisioned")
-    dest_dir = Path(dest) if dest else config.output_root() / "weights"
+    dest_dir = Path(dest) if dest else weights_dirs()[0][0]  # where the resolver looks first
     target = dest_dir / TARGET
     if already_provisioned(target) and wheel is None:
         print(f"{target} is already provisioned (sha256 matches its provenance note)")

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
-from .config import ConfigError
+from ..config import ConfigError, below_minimum
 
 OPTIMIZERS = ("rmsprop", "adam")
 LOSSES = ("binary_crossentropy", "categorical_crossentropy")
@@ -18,20 +19,32 @@ def check_custom_cnn_params(params: Mapping[str, Any]) -> list[str]:
     single output unit is constantly 1, and categorical cross-entropy over a single unit is
     constantly 0 (Keras normalises the one prediction to 1). Both still run here, flagged.
     """
-    problems = []
+    problems = below_minimum(
+        params,
+        {
+            "image_size": 1,
+            "filter": 1,
+            "batch_size": 1,
+            "epochs": 1,
+            "layers_to_add": 0,
+            "max_train_images": 2,
+            "max_val_images": 2,
+        },
+        above={"learning_rate": 0},
+    )
+    if params["channels"] not in (1, 3):
+        problems.append(f"key 'channels' = {params['channels']!r} must be 1 or 3")
     if str(params["optimizer"]).lower() not in OPTIMIZERS:
-        problems.append(f"optimizer '{params['optimizer']}' is not one of {OPTIMIZERS}")
+        problems.append(f"key 'optimizer' = {params['optimizer']!r} is not one of {OPTIMIZERS}")
     if params["loss"] not in LOSSES:
-        problems.append(f"loss '{params['loss']}' is not one of {LOSSES}")
+        problems.append(f"key 'loss' = {params['loss']!r} is not one of {LOSSES}")
     if params["activation_output"] not in OUTPUT_ACTIVATIONS:
-        problems.append(f"activation_output '{params['activation_output']}' is not one of {OUTPUT_ACTIVATIONS}")
-    smallest = params["input_size"] // 2 ** (4 + params["layers_to_add"])
-    if smallest < 1:
+        problems.append(f"key 'activation_output' = {params['activation_output']!r} is not one of {OUTPUT_ACTIVATIONS}")
+    smallest = params["image_size"] // 2 ** (4 + max(params["layers_to_add"], 0))
+    if smallest < 1 and params["image_size"] >= 1:
         problems.append(
-            f"input_size {params['input_size']} is too small for {4 + params['layers_to_add']} pooling layers"
+            f"key 'image_size' = {params['image_size']} is too small for {4 + params['layers_to_add']} pooling layers"
         )
-    if params["learning_rate"] <= 0 or params["epochs"] < 1 or params["batch_size"] < 1:
-        problems.append("learning_rate, epochs and batch_size must be positive")
     if problems:
         raise ConfigError("; ".join(problems))
     warnings = []
@@ -49,7 +62,7 @@ def check_custom_cnn_params(params: Mapping[str, Any]) -> list[str]:
 
 
 def build_custom_cnn(
-    input_size: int = 256,
+    image_size: int = 256,
     filter: int = 3,  # noqa: A002 - the study's parameter name
     activation: str = "relu",
     activation_output: str = "sigmoid",
@@ -64,7 +77,7 @@ def build_custom_cnn(
     import keras
     from keras import layers
 
-    inputs = keras.Input((input_size, input_size, channels), name="image")
+    inputs = keras.Input((image_size, image_size, channels), name="image")
     x = layers.Rescaling(1.0 / 255, name="rescale")(inputs)
     for n, width in enumerate([32, 64, 128, 128] + [128] * layers_to_add, start=1):
         x = layers.Conv2D(width, filter, padding="same", activation=activation, name=f"conv{n}")(x)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-TABLE1_FILE = Path(__file__).with_name("data") / "study_table1.csv"
+TABLE1_FILE = Path(__file__).parent.parent / "resources" / "study_table1.csv"
 SOURCE = "Lopes, Costa, Pereira: Image Classification for COVID-19 Chest X-Ray Diagnosis (NOVA IMS), Table 1"
 
 
@@ -27,17 +27,37 @@ def table1_row(run: int) -> dict:
 def side_by_side(ours: pd.DataFrame) -> pd.DataFrame:
     """Our runs that have a study counterpart, next to the study's Table 1 numbers."""
     table = table1().set_index("run")
-    columns = ["run", "study_run", "model", "weights", "size (study / ours)", "epochs (study / ours)", "val_acc study",
-               "val_acc ours", "val_auc study", "val_auc ours", "min/epoch study (GPU)", "min/epoch ours (CPU)"]
+    columns = [
+        "run",
+        "study_run",
+        "model",
+        "weights",
+        "size (study / ours)",
+        "epochs (study / ours)",
+        "val_acc study",
+        "val_acc ours",
+        "val_auc study",
+        "val_auc ours",
+        "min/epoch study (GPU)",
+        "min/epoch ours (CPU)",
+    ]
     rows = []
     for row in ours[ours["study_run"].notna()].itertuples():
         theirs = table.loc[int(row.study_run)]
-        rows.append({
-            "run": row.run, "study_run": int(row.study_run), "model": row.model, "weights": row.weights,
-            "size (study / ours)": f"{theirs['input_size']} / {row.size}",
-            "epochs (study / ours)": f"{theirs['epochs']} / {row.epochs}",
-            "val_acc study": theirs["val_acc"], "val_acc ours": row.val_accuracy,
-            "val_auc study": theirs["val_auc"], "val_auc ours": row.val_auc,
-            "min/epoch study (GPU)": theirs["minutes_per_epoch"], "min/epoch ours (CPU)": row.minutes_per_epoch,
-        })
+        rows.append(
+            {
+                "run": row.run,
+                "study_run": int(row.study_run),
+                "model": row.model,
+                "weights": row.weights,
+                "size (study / ours)": f"{theirs['image_size']} / {row.size}",
+                "epochs (study / ours)": f"{theirs['epochs']} / {row.epochs}",
+                "val_acc study": theirs["val_acc"],
+                "val_acc ours": row.val_accuracy,
+                "val_auc study": theirs["val_auc"],
+                "val_auc ours": row.val_auc,
+                "min/epoch study (GPU)": theirs["minutes_per_epoch"],
+                "min/epoch ours (CPU)": row.minutes_per_epoch,
+            }
+        )
     return pd.DataFrame(rows, columns=columns)

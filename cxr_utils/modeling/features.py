@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import config
+from .. import config
+from ..data.datasets import one_hot_labels
 from .backbones import Weights
-from .datasets import one_hot_labels
 
 
 @dataclass
@@ -62,6 +62,16 @@ def extract(extractor, images: np.ndarray, hashes: list[str], cache: Path | None
     return FeatureSet(features, len(todo), len(hashes) - len(todo), time.perf_counter() - started)
 
 
+def extraction_record(feature_sets: list[FeatureSet], cache: Path | None) -> dict:
+    """What ``result.json`` records about a feature pass: seconds, images computed and reused, cache."""
+    return {
+        "seconds": sum(f.seconds for f in feature_sets),
+        "computed": sum(f.computed for f in feature_sets),
+        "reused": sum(f.reused for f in feature_sets),
+        "cache": cache.name if cache else "none (random init is not cached)",
+    }
+
+
 def _save(path: Path, vector: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
@@ -82,9 +92,11 @@ def compile_head(model, learning_rate: float) -> None:
     """Adam and categorical cross-entropy over the two classes, as the study did."""
     import keras
 
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
-                  loss="categorical_crossentropy",
-                  metrics=["accuracy", keras.metrics.AUC(name="auc")])
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+        loss="categorical_crossentropy",
+        metrics=["accuracy", keras.metrics.AUC(name="auc")],
+    )
 
 
 def feature_dataset(features: np.ndarray, y: np.ndarray, batch_size: int, shuffle_seed: int | None = None):

@@ -9,14 +9,17 @@ were. Percentile intervals, seeded.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import confusion_matrix, precision_recall_curve, roc_auc_score, roc_curve
+from sklearn.calibration import calibration_curve
+from sklearn.metrics import brier_score_loss, confusion_matrix, precision_recall_curve, roc_auc_score, roc_curve
 
 METRICS = ("accuracy", "auc", "sensitivity", "specificity", "f1")
 
 
 def confusion(y_true: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     """2x2 counts [[TN, FP], [FN, TP]] with COVID (1) as the positive class."""
-    return confusion_matrix(np.asarray(y_true).astype(int), (np.asarray(scores) >= threshold).astype(int), labels=[0, 1])
+    return confusion_matrix(
+        np.asarray(y_true).astype(int), (np.asarray(scores) >= threshold).astype(int), labels=[0, 1]
+    )
 
 
 def basic_metrics(y_true: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
@@ -86,8 +89,10 @@ def bootstrap_thresholds(
             sample = basic_metrics(y_true[idx], scores[idx], threshold)
             for m in METRICS:
                 draws[name][m].append(sample[m])
-    return {name: _intervals(basic_metrics(y_true, scores, threshold), draws[name], n_boot, alpha)
-            for name, threshold in thresholds.items()}
+    return {
+        name: _intervals(basic_metrics(y_true, scores, threshold), draws[name], n_boot, alpha)
+        for name, threshold in thresholds.items()
+    }
 
 
 def _intervals(point: dict, draws: dict[str, list], n_boot: int, alpha: float) -> dict[str, dict[str, float]]:
@@ -95,8 +100,11 @@ def _intervals(point: dict, draws: dict[str, list], n_boot: int, alpha: float) -
     for m in METRICS:
         values = np.array(draws[m], dtype=float)
         values = values[~np.isnan(values)]
-        low, high = (np.percentile(values, [100 * alpha / 2, 100 * (1 - alpha / 2)]) if len(values)
-                     else (float("nan"), float("nan")))
+        low, high = (
+            np.percentile(values, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+            if len(values)
+            else (float("nan"), float("nan"))
+        )
         out[m] = {"value": point[m], "low": float(low), "high": float(high), "n_valid": int(len(values))}
     out["n"] = {"value": point["n"], "low": point["n"], "high": point["n"], "n_valid": n_boot}
     return out
@@ -143,16 +151,10 @@ def pr_band(y_true, scores, groups, n_boot: int = 1000, seed: int = 0, alpha: fl
 
 
 def calibration(y_true, scores, bins: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """Reliability curve over equal-width score bins: (mean score, observed rate, count) and Brier."""
+    """Reliability curve over equal-width score bins (scikit-learn's ``calibration_curve``):
+    (mean score, observed COVID rate, images) of each non-empty bin, and the Brier score."""
     y_true, scores = np.asarray(y_true, dtype=float), np.asarray(scores, dtype=float)
-    edges = np.linspace(0, 1, bins + 1)
-    which = np.clip(np.digitize(scores, edges[1:-1]), 0, bins - 1)
-    mean, rate, count = [], [], []
-    for b in range(bins):
-        mask = which == b
-        if mask.any():
-            mean.append(scores[mask].mean())
-            rate.append(y_true[mask].mean())
-            count.append(int(mask.sum()))
-    brier = float(np.mean((scores - y_true) ** 2))
-    return np.array(mean), np.array(rate), np.array(count), brier
+    rate, mean = calibration_curve(y_true, scores, n_bins=bins, strategy="uniform")
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    count = np.bincount(np.searchsorted(edges[1:-1], scores), minlength=bins)  # the bins calibration_curve uses
+    return mean, rate, count[count > 0], float(brier_score_loss(y_true, scores))

@@ -67,8 +67,14 @@ def fit(model, train_ds, val_ds, *, epochs: int, folder: Path, monitor: str = "v
     model_path = folder / MODEL_FILE
     checkpoint = keras.callbacks.ModelCheckpoint(model_path, monitor=monitor, mode="max", save_best_only=True)
     started = time.perf_counter()
-    result = model.fit(train_ds, validation_data=val_ds, epochs=epochs, shuffle=False,  # tf.data shuffles
-                       callbacks=[_epoch_timer(), checkpoint], verbose=verbose)
+    result = model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=epochs,
+        shuffle=False,  # tf.data shuffles
+        callbacks=[_epoch_timer(), checkpoint],
+        verbose=verbose,
+    )
     seconds = time.perf_counter() - started
     history = pd.DataFrame(result.history)
     history.insert(0, "epoch", np.arange(1, len(history) + 1))

@@ -9,10 +9,16 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from .images import ImageReadError, load_gray8
+from ..data.images import ImageReadError, load_gray8
 
 PALETTE = {"COVID": "#c0392b", "NONCOVID": "#2e86c1"}
 sns.set_theme(style="whitegrid", context="notebook")
+
+
+def _require(data, what: str) -> None:
+    """A figure of nothing is a mistake upstream: say which input was empty."""
+    if data is None or len(data) == 0:
+        raise ValueError(f"nothing to draw: {what} is empty")
 
 
 def _save(fig: plt.Figure, path: str | Path | None) -> plt.Figure:
@@ -24,9 +30,17 @@ def _save(fig: plt.Figure, path: str | Path | None) -> plt.Figure:
 
 def counts_by_source(manifest: pd.DataFrame, path: str | Path | None = None) -> plt.Figure:
     """Bar chart: images per source and label."""
+    _require(manifest, "the manifest")
     fig, ax = plt.subplots(figsize=(7, 3.5))
-    sns.countplot(data=manifest, x="source", hue="label", palette=PALETTE, ax=ax,
-                  order=sorted(manifest["source"].unique()), hue_order=list(PALETTE))
+    sns.countplot(
+        data=manifest,
+        x="source",
+        hue="label",
+        palette=PALETTE,
+        ax=ax,
+        order=sorted(manifest["source"].unique()),
+        hue_order=list(PALETTE),
+    )
     for container in ax.containers:
         ax.bar_label(container, fontsize=8)
     ax.set(title="Images per source and label", xlabel="", ylabel="images")
@@ -35,10 +49,10 @@ def counts_by_source(manifest: pd.DataFrame, path: str | Path | None = None) -> 
 
 def split_sizes(manifest: pd.DataFrame, path: str | Path | None = None) -> plt.Figure:
     """Bar chart: images per split and label."""
+    _require(manifest, "the manifest")
     order = [s for s in ("train", "val", "test", "external") if s in set(manifest["split"])]
     fig, ax = plt.subplots(figsize=(6, 3.2))
-    sns.countplot(data=manifest, x="split", hue="label", palette=PALETTE, order=order,
-                  hue_order=list(PALETTE), ax=ax)
+    sns.countplot(data=manifest, x="split", hue="label", palette=PALETTE, order=order, hue_order=list(PALETTE), ax=ax)
     for container in ax.containers:
         ax.bar_label(container, fontsize=8)
     ax.set(title="Split sizes by label (grouped by patient and duplicates)", xlabel="", ylabel="images")
@@ -54,9 +68,11 @@ def _show(ax: plt.Axes, root: Path, rel_path: str, title: str) -> None:
     ax.axis("off")
 
 
-def sample_grid(manifest: pd.DataFrame, root: str | Path, per_cell: int = 3, seed: int = 0,
-                path: str | Path | None = None) -> plt.Figure:
+def sample_grid(
+    manifest: pd.DataFrame, root: str | Path, per_cell: int = 3, seed: int = 0, path: str | Path | None = None
+) -> plt.Figure:
     """A few random images for every (source, label) present: rows are source x label."""
+    _require(manifest, "the manifest")
     cells = sorted(manifest.groupby(["source", "label"]).groups)
     fig, axes = plt.subplots(len(cells), per_cell, figsize=(1.9 * per_cell, 2.0 * len(cells)), squeeze=False)
     for row, (source, label) in enumerate(cells):
@@ -73,8 +89,7 @@ def sample_grid(manifest: pd.DataFrame, root: str | Path, per_cell: int = 3, see
     return _save(fig, path)
 
 
-def duplicate_pairs(pairs: pd.DataFrame, root: str | Path, n: int = 4,
-                    path: str | Path | None = None) -> plt.Figure:
+def duplicate_pairs(pairs: pd.DataFrame, root: str | Path, n: int = 4, path: str | Path | None = None) -> plt.Figure:
     """Side-by-side examples of duplicate pairs (cross-source first)."""
     shown = pairs.sort_values(["cross_source", "distance"], ascending=[False, True]).head(n)
     fig, axes = plt.subplots(max(len(shown), 1), 2, figsize=(5, 2.5 * max(len(shown), 1)), squeeze=False)
@@ -86,15 +101,18 @@ def duplicate_pairs(pairs: pd.DataFrame, root: str | Path, n: int = 4,
         for col, side in enumerate("ab"):
             title = f"{getattr(pair, 'image_id_' + side)[:34]}\n{getattr(pair, 'label_' + side)}"
             _show(axes[row, col], root, getattr(pair, "path_" + side), title)
-        axes[row, 0].text(1.02, -0.08, f"{pair.kind}, distance {pair.distance}", fontsize=7,
-                          transform=axes[row, 0].transAxes)
+        axes[row, 0].text(
+            1.02, -0.08, f"{pair.kind}, distance {pair.distance}", fontsize=7, transform=axes[row, 0].transAxes
+        )
     fig.tight_layout()
     return _save(fig, path)
 
 
-def training_curves(history: pd.DataFrame, title: str, best_epoch: int | None = None,
-                    path: str | Path | None = None) -> plt.Figure:
+def training_curves(
+    history: pd.DataFrame, title: str, best_epoch: int | None = None, path: str | Path | None = None
+) -> plt.Figure:
     """Accuracy, AUC and loss by epoch, train vs val, with the best epoch marked."""
+    _require(history, "the training history")
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.3))
     for ax, metric in zip(axes, ("accuracy", "auc", "loss")):
         ax.plot(history["epoch"], history[metric], marker="o", ms=3, label="train")
@@ -115,6 +133,7 @@ def confusion_matrix(counts, title: str, path: str | Path | None = None) -> plt.
 
 def val_auc_by_run(table: pd.DataFrame, study_auc: dict | None = None, path: str | Path | None = None) -> plt.Figure:
     """Val AUC of every custom run (degenerate runs hatched), with the study's value as a marker."""
+    _require(table[table["kind"] == "custom"], "the table of custom runs")
     runs = table[table["kind"] == "custom"].sort_values("run")
     fig, ax = plt.subplots(figsize=(9, 3.4))
     bars = ax.bar(runs["run"], runs["val_auc"], color=["#bbbbbb" if d else "#2e86c1" for d in runs["degenerate"]])
@@ -123,8 +142,15 @@ def val_auc_by_run(table: pd.DataFrame, study_auc: dict | None = None, path: str
             bar.set_hatch("//")
     if study_auc:
         xs = [r for r in runs["run"] if study_auc.get(r) is not None]
-        ax.scatter(xs, [study_auc[r] for r in xs], color="black", marker="_", s=300, zorder=3,
-                   label="the study's val AUC (its own data and split)")
+        ax.scatter(
+            xs,
+            [study_auc[r] for r in xs],
+            color="black",
+            marker="_",
+            s=300,
+            zorder=3,
+            label="the study's val AUC (its own data and split)",
+        )
         ax.legend(fontsize=8, loc="lower left")
     ax.axhline(0.5, color="grey", lw=0.8, ls=":")
     ax.set(ylim=(0, 1), ylabel="val AUC", title="Custom CNN grid: val AUC per run (hatched: degenerate set-up)")
@@ -135,6 +161,7 @@ def val_auc_by_run(table: pd.DataFrame, study_auc: dict | None = None, path: str
 
 def overfitting_panel(histories: dict[str, pd.DataFrame], path: str | Path | None = None) -> plt.Figure:
     """Train minus val accuracy by epoch, one line per run (above 0: fits train better than val)."""
+    _require(histories, "the run histories")
     fig, ax = plt.subplots(figsize=(8, 3.6))
     for name, history in sorted(histories.items()):
         ax.plot(history["epoch"], history["accuracy"] - history["val_accuracy"], marker=".", lw=1, label=name)
@@ -147,6 +174,7 @@ def overfitting_panel(histories: dict[str, pd.DataFrame], path: str | Path | Non
 
 def training_accuracy(histories: dict[str, pd.DataFrame], path: str | Path | None = None) -> plt.Figure:
     """Training accuracy by epoch of a few runs on one axis (the study's Figure 9)."""
+    _require(histories, "the run histories")
     fig, ax = plt.subplots(figsize=(6, 3.4))
     for name, history in histories.items():
         ax.plot(history["epoch"], history["accuracy"], marker="o", ms=3, label=name)
@@ -158,9 +186,12 @@ def training_accuracy(histories: dict[str, pd.DataFrame], path: str | Path | Non
 
 def roc_pr_bands(curves: dict[str, dict], title: str, path: str | Path | None = None) -> plt.Figure:
     """ROC and precision-recall curves with 95 % group-bootstrap bands, one colour per model."""
+    _require(curves, "the curves")
     fig, (roc, pr) = plt.subplots(1, 2, figsize=(10, 4))
     for name, c in curves.items():
-        line = roc.plot(c["fpr"], c["tpr"], label=f"{name} (AUC {c['auc']:.3f} [{c['auc_low']:.3f}, {c['auc_high']:.3f}])")[0]
+        line = roc.plot(
+            c["fpr"], c["tpr"], label=f"{name} (AUC {c['auc']:.3f} [{c['auc_low']:.3f}, {c['auc_high']:.3f}])"
+        )[0]
         roc.fill_between(c["fpr"], c["tpr_low"], c["tpr_high"], color=line.get_color(), alpha=0.2)
         pr.plot(c["recall"], c["precision"], color=line.get_color(), label=name)
         pr.fill_between(c["recall"], c["precision_low"], c["precision_high"], color=line.get_color(), alpha=0.2)
@@ -175,10 +206,19 @@ def roc_pr_bands(curves: dict[str, dict], title: str, path: str | Path | None = 
 
 def confusion_grid(panels: dict[str, object], path: str | Path | None = None) -> plt.Figure:
     """Several 2x2 confusion matrices side by side (title -> counts)."""
+    _require(panels, "the confusion matrices")
     fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.2), squeeze=False)
     for ax, (title, counts) in zip(axes[0], panels.items()):
-        sns.heatmap(counts, annot=True, fmt="d", cbar=False, cmap="Blues", ax=ax,
-                    xticklabels=["NONCOVID", "COVID"], yticklabels=["NONCOVID", "COVID"])
+        sns.heatmap(
+            counts,
+            annot=True,
+            fmt="d",
+            cbar=False,
+            cmap="Blues",
+            ax=ax,
+            xticklabels=["NONCOVID", "COVID"],
+            yticklabels=["NONCOVID", "COVID"],
+        )
         ax.set(xlabel="predicted", ylabel="true", title=title)
         ax.title.set_fontsize(8)
     fig.tight_layout()
@@ -187,12 +227,18 @@ def confusion_grid(panels: dict[str, object], path: str | Path | None = None) ->
 
 def calibration_curves(curves: dict[str, tuple], title: str, path: str | Path | None = None) -> plt.Figure:
     """Reliability curves (mean score vs observed COVID rate per bin) with Brier scores."""
+    _require(curves, "the calibration curves")
     fig, ax = plt.subplots(figsize=(4.8, 4.2))
     ax.plot([0, 1], [0, 1], color="grey", ls=":", lw=0.8, label="perfectly calibrated")
-    for name, (mean, rate, count, brier) in curves.items():
+    for name, (mean, rate, _count, brier) in curves.items():
         ax.plot(mean, rate, marker="o", label=f"{name} (Brier {brier:.3f})")
-    ax.set(xlabel="mean predicted probability of COVID", ylabel="observed COVID rate", title=f"Calibration, {title}",
-           xlim=(0, 1), ylim=(0, 1))
+    ax.set(
+        xlabel="mean predicted probability of COVID",
+        ylabel="observed COVID rate",
+        title=f"Calibration, {title}",
+        xlim=(0, 1),
+        ylim=(0, 1),
+    )
     ax.legend(fontsize=7)
     fig.tight_layout()
     return _save(fig, path)
@@ -200,6 +246,7 @@ def calibration_curves(curves: dict[str, tuple], title: str, path: str | Path | 
 
 def per_source(table: pd.DataFrame, metric: str, path: str | Path | None = None) -> plt.Figure:
     """A metric per source and model with its interval (rows: model, source, value, low, high)."""
+    _require(table, "the per-source table")
     fig, ax = plt.subplots(figsize=(7, 3.4))
     sources = sorted(table["source"].unique())
     models = list(dict.fromkeys(table["model"]))
@@ -208,8 +255,15 @@ def per_source(table: pd.DataFrame, metric: str, path: str | Path | None = None)
         part = table[table["model"] == model].set_index("source").reindex(sources)
         xs = np.arange(len(sources)) + k * width
         ax.bar(xs, part["value"], width, label=model)
-        ax.errorbar(xs, part["value"], yerr=[part["value"] - part["low"], part["high"] - part["value"]],
-                    fmt="none", color="black", capsize=3, lw=1)
+        ax.errorbar(
+            xs,
+            part["value"],
+            yerr=[part["value"] - part["low"], part["high"] - part["value"]],
+            fmt="none",
+            color="black",
+            capsize=3,
+            lw=1,
+        )
     ax.set_xticks(np.arange(len(sources)) + width * (len(models) - 1) / 2, sources)
     ax.set(ylim=(0, 1.05), ylabel=metric, title=f"Test {metric} per source (95 % group-bootstrap interval)")
     ax.legend(fontsize=8)

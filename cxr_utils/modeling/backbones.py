@@ -3,8 +3,9 @@
 Weights are looked for, in order: an explicit file; the weights folders (``CXR_WEIGHTS_DIR``,
 then ``outputs/weights/``, then ``../shared/weights/`` when present); Keras' own cache
 (``$KERAS_HOME/models`` or ``~/.keras/models``) under the standard file names; and, last,
-Keras' normal download (which needs internet; off when ``CXR_OFFLINE`` is set, as in the tests). When nothing is found the error names the
-backbone, every file and folder tried, and how to provide the weights. A randomly initialised
+Keras' normal download (which needs internet; off when ``CXR_OFFLINE`` is set, as in the tests).
+When nothing is found the error names the backbone, every file and folder tried, and how to
+provide the weights. A randomly initialised
 backbone is used only when a run says ``weights: none``, and is then labelled "random init".
 """
 
@@ -13,12 +14,13 @@ from __future__ import annotations
 import functools
 import json
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
-from . import config
-from .images import file_sha256
+from .. import config
+from ..data.images import file_sha256
 
 RANDOM_INIT = "random init"
 
@@ -41,20 +43,56 @@ class Backbone:
 BACKBONES = {
     b.name: b
     for b in [
-        Backbone("vgg16", "VGG16", "caffe", 224, 32, 512,
-                 ("vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",)),
-        Backbone("xception", "Xception", "tf", 299, 71, 2048,
-                 ("xception_imagenet_notop.weights.h5", "xception_weights_tf_dim_ordering_tf_kernels_notop.h5")),
-        Backbone("densenet169", "DenseNet169", "torch", 224, 32, 1664,
-                 ("densenet169_weights_tf_dim_ordering_tf_kernels_notop.h5",)),
-        Backbone("inceptionv3", "InceptionV3", "tf", 299, 75, 2048,
-                 ("inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",)),
-        Backbone("mobilenet025", "MobileNet", "tf", 224, 32, 256, ("mobilenet_2_5_224_tf_no_top.h5",),
-                 {"alpha": 0.25},
-                 {"mobilenet_2_5_224_tf_no_top.h5": "dbdb03ee2a22fd895301636cd328b234bb3a9952358f436d82f46b81e0d5b0bf"}),
+        Backbone("vgg16", "VGG16", "caffe", 224, 32, 512, ("vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",)),
+        Backbone(
+            "xception",
+            "Xception",
+            "tf",
+            299,
+            71,
+            2048,
+            ("xception_imagenet_notop.weights.h5", "xception_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+        ),
+        Backbone(
+            "densenet169",
+            "DenseNet169",
+            "torch",
+            224,
+            32,
+            1664,
+            ("densenet169_weights_tf_dim_ordering_tf_kernels_notop.h5",),
+        ),
+        Backbone(
+            "inceptionv3",
+            "InceptionV3",
+            "tf",
+            299,
+            75,
+            2048,
+            ("inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",),
+        ),
+        Backbone(
+            "mobilenet025",
+            "MobileNet",
+            "tf",
+            224,
+            32,
+            256,
+            ("mobilenet_2_5_224_tf_no_top.h5",),
+            {"alpha": 0.25},
+            {"mobilenet_2_5_224_tf_no_top.h5": "dbdb03ee2a22fd895301636cd328b234bb3a9952358f436d82f46b81e0d5b0bf"},
+        ),
         Backbone("mobilenet", "MobileNet", "tf", 224, 32, 1024, ("mobilenet_1_0_224_tf_no_top.h5",), {"alpha": 1.0}),
-        Backbone("mobilenetv2", "MobileNetV2", "tf", 224, 32, 1280,
-                 ("mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",), {"alpha": 1.0}),
+        Backbone(
+            "mobilenetv2",
+            "MobileNetV2",
+            "tf",
+            224,
+            32,
+            1280,
+            ("mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",),
+            {"alpha": 1.0},
+        ),
         Backbone("efficientnetb0", "EfficientNetB0", "none", 224, 32, 1280, ("efficientnetb0_notop.h5",)),
     ]
 }
@@ -93,11 +131,44 @@ def get_backbone(name: str) -> Backbone:
         raise config.ConfigError(f"unknown backbone '{name}' (known: {', '.join(BACKBONES)})") from None
 
 
+def check_transfer_params(params: Mapping[str, Any]) -> list[str]:
+    """Reject impossible transfer-run values before the run (ConfigError naming key and value);
+    returns warnings (a randomly initialised backbone is not transfer learning)."""
+    problems = config.below_minimum(
+        params,
+        {
+            "batch_size": 1,
+            "epochs": 1,
+            "fine_tune_layers": 0,
+            "fine_tune_epochs": 1,
+            "max_train_images": 2,
+            "max_val_images": 2,
+        },
+        above={"learning_rate": 0, "fine_tune_learning_rate": 0},
+    )
+    if params["backbone"] not in BACKBONES:
+        problems.append(f"key 'backbone' = {params['backbone']!r} is not one of {', '.join(BACKBONES)}")
+    elif params["image_size"] < BACKBONES[params["backbone"]].min_size:
+        problems.append(
+            f"key 'image_size' = {params['image_size']} is below {params['backbone']}'s minimum "
+            f"of {BACKBONES[params['backbone']].min_size} px"
+        )
+    if params["weights"] not in ("imagenet", "none"):
+        problems.append(f"key 'weights' = {params['weights']!r} must be 'imagenet' or 'none'")
+    if problems:
+        raise config.ConfigError("; ".join(problems))
+    return (
+        ["random init: this backbone has no pretrained weights; the run is not transfer learning"]
+        if params["weights"] == "none"
+        else []
+    )
+
+
 def weights_dirs() -> list[tuple[Path, str]]:
     """Weights folders in search order, each with the name of the setting that gave it."""
     dirs = []
-    if os.environ.get("CXR_WEIGHTS_DIR"):
-        dirs.append((Path(os.environ["CXR_WEIGHTS_DIR"]), "CXR_WEIGHTS_DIR"))
+    if os.environ.get(config.WEIGHTS_DIR_ENV):
+        dirs.append((Path(os.environ[config.WEIGHTS_DIR_ENV]), config.WEIGHTS_DIR_ENV))
     dirs.append((config.output_root() / "weights", "the project's outputs/weights/"))
     shared = config.PROJECT_ROOT.parent / "shared" / "weights"
     if shared.is_dir():
@@ -159,7 +230,7 @@ def resolve_weights(
             tried.append(str(path))
             if path.is_file():
                 return Weights(str(path), check_hash(backbone, path), _origin(path, where))
-    if download is not None and os.environ.get("CXR_OFFLINE"):
+    if download is not None and os.environ.get(config.OFFLINE_ENV):
         tried.append("Keras download (off: CXR_OFFLINE is set)")
     elif download is not None:
         try:
@@ -191,7 +262,7 @@ def keras_download(backbone: Backbone) -> Path:
 # --------------------------------------------------------------------------- models
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def preprocessing_layer_class():
     """A serialisable layer doing what each family's ``preprocess_input`` does (0-255 RGB in)."""
     import keras
@@ -233,8 +304,9 @@ def build_extractor(name: str, weights: Weights, size: int):
     if size < backbone.min_size:
         raise config.ConfigError(f"{name} needs images of at least {backbone.min_size} px; got {size}")
     builder = getattr(keras.applications, backbone.constructor)
-    net = builder(weights=None, include_top=False, input_shape=(size, size, 3), pooling="avg",
-                  name="backbone", **backbone.kwargs)
+    net = builder(
+        weights=None, include_top=False, input_shape=(size, size, 3), pooling="avg", name="backbone", **backbone.kwargs
+    )
     if weights.file is not None:
         net.load_weights(weights.file)
     inputs = keras.Input((size, size, 3), name="image")

@@ -12,34 +12,47 @@ import os
 import platform
 import shutil
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
-from .config import PROJECT_ROOT
+from ..config import PROJECT_ROOT
 
 RESULT_FILE = "result.json"
 PARAMS_FILE = "params.yaml"
 VERSIONED_PACKAGES = (
-    "tensorflow-cpu", "tensorflow", "keras", "numpy", "pandas", "scikit-learn", "pillow",
-    "imagehash", "papermill", "matplotlib", "seaborn",
+    "tensorflow-cpu",
+    "tensorflow",
+    "keras",
+    "numpy",
+    "pandas",
+    "scikit-learn",
+    "pillow",
+    "imagehash",
+    "papermill",
+    "matplotlib",
+    "seaborn",
 )
 
 
 def now() -> str:
     """UTC timestamp in ISO 8601."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def git_commit() -> str:
     """The project's commit, with ``-dirty`` when tracked files differ from it."""
+
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
+        return subprocess.run(
+            ["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+
     try:
         commit = git("rev-parse", "HEAD")
         dirty = git("status", "--porcelain", "--untracked-files=no")

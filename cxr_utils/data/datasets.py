@@ -1,7 +1,7 @@
 """From the manifest to ``tf.data`` pipelines: subsets, cached arrays, in-graph augmentation.
 
 Images are decoded and resized once per size into the shared cache (see
-:func:`cxr_utils.images.load_resized`); a split is held in memory as uint8 and fed through
+:func:`cxr_utils.data.images.load_resized`); a split is held in memory as uint8 and fed through
 ``tf.data`` (shuffle with the run's seed, batch, augment with Keras preprocessing layers on
 training batches only, prefetch).
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import config
+from .. import config
 from .images import ImageReadError, load_resized
 
 # The study's ImageDataGenerator settings (rotation 40, shifts 0.2, shear 0.2, zoom 0.2, flip).
@@ -49,13 +49,6 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
             f"notebooks/01_data_merge.ipynb params/data/{path.parent.name}.yaml`"
         )
     return pd.read_csv(path, dtype={"patient_id": str, "group_id": str})
-
-
-def manifest_path(data_run: str, explicit: str | None = None) -> Path:
-    """The manifest of a data-merge run (``outputs/01_data_merge/<data_run>/manifest.csv``)."""
-    if explicit:
-        return Path(explicit)
-    return config.run_dir("01_data_merge", data_run) / "manifest.csv"
 
 
 def subset(rows: pd.DataFrame, max_images: int | None, seed: int, balanced: bool) -> pd.DataFrame:
@@ -155,8 +148,9 @@ def _study_augmentation_class():
             for step in chain[1:]:
                 full = tf.linalg.matmul(full, step)
             transform = tf.concat([tf.reshape(full, (-1, 9))[:, :6], tf.zeros((n, 2))], axis=1)
-            out = keras.ops.image.affine_transform(images, transform, interpolation="bilinear",
-                                                   fill_mode=spec["fill_mode"])
+            out = keras.ops.image.affine_transform(
+                images, transform, interpolation="bilinear", fill_mode=spec["fill_mode"]
+            )
             if spec["horizontal_flip"]:
                 flip = keras.random.uniform((n, 1, 1, 1), seed=self.seed_generator) < 0.5
                 out = tf.where(flip, tf.reverse(out, axis=[2]), out)

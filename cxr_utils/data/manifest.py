@@ -2,28 +2,43 @@
 
 A *group* joins images that must stay on the same side of every split: images of the same
 patient, exact duplicates (same decoded pixels) and near-duplicates (perceptual hashes within
-:data:`~cxr_utils.images.NEAR_DUPLICATE_THRESHOLD`), transitively. Splits are drawn over
+:data:`~cxr_utils.data.images.NEAR_DUPLICATE_THRESHOLD`), transitively. Splits are drawn over
 groups, stratified by the group's label, with a seeded generator.
 """
 
 from __future__ import annotations
 
-import hashlib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .config import ConfigError
+from ..config import ConfigError, below_minimum
 from .images import NEAR_DUPLICATE_THRESHOLD, ImageReadError, hamming_matrix, inspect_image
 from .sources import EXCLUSION_COLUMNS, apply_label_rules, orphan_files, read_sources, select_rows
 
 MANIFEST_COLUMNS = [
-    "image_id", "source", "path", "label", "finding", "view", "patient_id", "group_id", "split",
-    "sha256", "width", "height", "mode", "pixel_sha256", "phash", "dhash", "label_rule",
+    "image_id",
+    "source",
+    "path",
+    "label",
+    "finding",
+    "view",
+    "patient_id",
+    "group_id",
+    "split",
+    "sha256",
+    "width",
+    "height",
+    "mode",
+    "pixel_sha256",
+    "phash",
+    "dhash",
+    "label_rule",
 ]
 SPLITS = ("train", "val", "test", "external")
 DEFAULT_FRACTIONS = {"train": 0.70, "val": 0.15, "test": 0.15}
@@ -51,30 +66,21 @@ def measure_images(table: pd.DataFrame, root: Path, progress: bool = True) -> tu
         try:
             info = inspect_image(Path(root) / row["path"])
         except ImageReadError as err:
-            bad.append({"source": row["source"], "path": row["path"], "image_id": row["image_id"],
-                        "reason": err.reason, "detail": err.detail})
+            bad.append(
+                {
+                    "source": row["source"],
+                    "path": row["path"],
+                    "image_id": row["image_id"],
+                    "reason": err.reason,
+                    "detail": err.detail,
+                }
+            )
             continue
         measured.append({**row, **info.__dict__})
     return pd.DataFrame(measured), pd.DataFrame(bad, columns=EXCLUSION_COLUMNS)
 
 
 # --------------------------------------------------------------------------- grouping
-
-
-class _UnionFind:
-    def __init__(self, n: int):
-        self.parent = list(range(n))
-
-    def find(self, i: int) -> int:
-        while self.parent[i] != i:
-            self.parent[i] = self.parent[self.parent[i]]
-            i = self.parent[i]
-        return i
-
-    def union(self, i: int, j: int) -> None:
-        a, b = self.find(i), self.find(j)
-        if a != b:
-            self.parent[max(a, b)] = min(a, b)
 
 
 def find_duplicate_pairs(images: pd.DataFrame, threshold: int = NEAR_DUPLICATE_THRESHOLD) -> pd.DataFrame:
@@ -86,22 +92,28 @@ def find_duplicate_pairs(images: pd.DataFrame, threshold: int = NEAR_DUPLICATE_T
     same_pixels = images["pixel_sha256"].to_numpy()
     i, j = np.nonzero(np.triu(distance <= threshold, k=1) | np.triu(same_pixels[:, None] == same_pixels[None, :], k=1))
     exact = same_pixels[i] == same_pixels[j]
-    return pd.DataFrame({"i": i, "j": j, "kind": np.where(exact, "exact", "near"),
-                         "distance": distance[i, j]}, columns=columns)
+    return pd.DataFrame(
+        {"i": i, "j": j, "kind": np.where(exact, "exact", "near"), "distance": distance[i, j]}, columns=columns
+    )
 
 
 def assign_groups(images: pd.DataFrame, pairs: pd.DataFrame) -> pd.Series:
-    """``group_id`` per image: union of same-patient images and duplicate pairs."""
-    uf = _UnionFind(len(images))
-    for positions in images.groupby("patient_id").indices.values():
-        for k in positions[1:]:
-            uf.union(positions[0], k)
-    for i, j in zip(pairs["i"], pairs["j"]):
-        uf.union(int(i), int(j))
-    roots = [uf.find(k) for k in range(len(images))]
+    """``group_id`` per image: the connected components of the graph whose edges join images of
+    the same patient and duplicate pairs (SciPy's ``connected_components``)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n = len(images)
+    same_patient = [
+        (positions[0], k) for positions in images.groupby("patient_id").indices.values() for k in positions[1:]
+    ]
+    edges = np.array(same_patient + list(zip(pairs["i"].astype(int), pairs["j"].astype(int))), dtype=np.int64)
+    edges = edges.reshape(-1, 2)
+    graph = coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n, n))
+    _, component = connected_components(graph, directed=False)
     # Name groups by their first image id so that names do not depend on row order.
-    first_id = pd.Series(images["image_id"].to_numpy()).groupby(roots).transform("min")
-    order = {name: n for n, name in enumerate(sorted(first_id.unique()))}
+    first_id = pd.Series(images["image_id"].to_numpy()).groupby(component).transform("min")
+    order = {name: k for k, name in enumerate(sorted(first_id.unique()))}
     return pd.Series([f"g{order[name]:05d}" for name in first_id], index=images.index)
 
 
@@ -117,6 +129,25 @@ def check_fractions(fractions: Mapping[str, float]) -> dict[str, float]:
     return dict(fractions)
 
 
+def check_merge_params(params: Mapping[str, Any]) -> list[str]:
+    """Reject impossible data-merge values before the run (ConfigError naming key and value)."""
+    from .sources import SOURCES
+
+    problems = below_minimum(params, {"max_images_per_source": 1, "near_duplicate_threshold": 0})
+    unknown = [s for s in params["sources"] + params["external_sources"] if s not in SOURCES]
+    if unknown:
+        problems.append(
+            f"unknown source(s) {unknown} in keys 'sources'/'external_sources' (known: {', '.join(SOURCES)})"
+        )
+    try:
+        check_fractions({s: params[f"{s}_fraction"] for s in DEFAULT_FRACTIONS})
+    except ConfigError as err:
+        problems.append(f"keys 'train_fraction', 'val_fraction', 'test_fraction': {err}")
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return []
+
+
 def split_groups(images: pd.DataFrame, fractions: Mapping[str, float], seed: int) -> pd.Series:
     """Assign each group to train/val/test, stratified by the group's majority label.
 
@@ -125,9 +156,7 @@ def split_groups(images: pd.DataFrame, fractions: Mapping[str, float], seed: int
     """
     fractions = check_fractions(fractions)
     rng = np.random.default_rng(seed)
-    groups = images.groupby("group_id").agg(
-        n=("image_id", "size"), covid=("label", lambda s: (s == "COVID").mean())
-    )
+    groups = images.groupby("group_id").agg(n=("image_id", "size"), covid=("label", lambda s: (s == "COVID").mean()))
     groups["stratum"] = np.where(groups["covid"] >= 0.5, "COVID", "NONCOVID")
     split_of: dict[str, str] = {}
     for _, stratum in groups.groupby("stratum"):
@@ -176,8 +205,7 @@ def build_manifest(
     leaked = is_external & images["group_id"].isin(internal_groups)
     leak_exclusions = images.loc[leaked, ["source", "path", "image_id"]].assign(
         reason="duplicate_of_internal",
-        detail="external image duplicates an image of a training source (group "
-        + images.loc[leaked, "group_id"] + ")",
+        detail="external image duplicates an image of a training source (group " + images.loc[leaked, "group_id"] + ")",
     )
     images = images.loc[~leaked].copy()
     is_external = images["source"].isin(external_sources)
@@ -195,11 +223,13 @@ def name_pairs(images: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
     """Duplicate pairs with the image ids, sources, paths and labels of both sides."""
     a = images.iloc[pairs["i"].to_numpy()].reset_index(drop=True)
     b = images.iloc[pairs["j"].to_numpy()].reset_index(drop=True)
-    named = pd.DataFrame({
-        "group_id": a["group_id"],
-        "kind": pairs["kind"].to_numpy(),
-        "distance": pairs["distance"].to_numpy(),
-    })
+    named = pd.DataFrame(
+        {
+            "group_id": a["group_id"],
+            "kind": pairs["kind"].to_numpy(),
+            "distance": pairs["distance"].to_numpy(),
+        }
+    )
     for side, frame in (("a", a), ("b", b)):
         for column in ("image_id", "source", "path", "label"):
             named[f"{column}_{side}"] = frame[column]
@@ -232,11 +262,6 @@ def check_no_group_crosses_splits(manifest: pd.DataFrame) -> None:
         raise AssertionError(f"{len(crossing)} groups cross splits, e.g. {list(crossing.index[:5])}")
 
 
-def manifest_sha256(manifest: pd.DataFrame) -> str:
-    """A hash of the manifest's content, to label every number computed from it."""
-    return hashlib.sha256(manifest[MANIFEST_COLUMNS].to_csv(index=False).encode()).hexdigest()
-
-
 def merge_sources(
     root: Path,
     sources: Iterable[str],
@@ -263,9 +288,15 @@ def merge_sources(
     if max_images_per_source is not None:
         shuffled = kept.sample(frac=1.0, random_state=seed)
         kept = shuffled.groupby("source").head(max_images_per_source).sort_index().reset_index(drop=True)
-    build = build_manifest(kept, root, fractions=fractions, seed=seed,
-                           external_sources=[s for s in external_sources if s in sources],
-                           near_duplicate_threshold=near_duplicate_threshold, progress=progress)
+    build = build_manifest(
+        kept,
+        root,
+        fractions=fractions,
+        seed=seed,
+        external_sources=[s for s in external_sources if s in sources],
+        near_duplicate_threshold=near_duplicate_threshold,
+        progress=progress,
+    )
     orphans = orphan_files(root, table, sources)
     build.exclusions = pd.concat([dropped, orphans, build.exclusions], ignore_index=True)
     build.summary["exclusions"] = {r: int(n) for r, n in build.exclusions["reason"].value_counts().items()}
@@ -283,8 +314,10 @@ def write_outputs(build: ManifestBuild, folder: Path) -> dict[str, Path]:
         "manifest": (folder / "manifest.csv", build.manifest),
         "exclusions": (folder / "exclusions.csv", build.exclusions),
         "duplicate_pairs": (folder / "duplicate_pairs.csv", build.duplicate_pairs),
-        "cross_source_groups": (folder / "cross_source_groups.csv",
-                                cross[["group_id", "image_id", "source", "path", "label", "split"]]),
+        "cross_source_groups": (
+            folder / "cross_source_groups.csv",
+            cross[["group_id", "image_id", "source", "path", "label", "split"]],
+        ),
     }
     for path, frame in files.values():
         frame.to_csv(path, index=False)

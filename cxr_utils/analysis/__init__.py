@@ -1,0 +1,1 @@
+"""Analysis: metrics with group-bootstrap intervals, and held-out scoring of chosen models."""

@@ -1,0 +1,141 @@
+"""Score a model chosen on val: the threshold from val, then test and external once each."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..data import datasets
+from ..modeling import backbones, training
+from . import evaluation
+
+SCORED_SPLITS = ("val", "test", "external")
+HELDOUT_SPLITS = ("test", "external")
+
+
+def load_run_model(result: dict):
+    """The saved best model of a run (transfer models need their preprocessing layer)."""
+    import keras
+
+    path = Path(result["folder"]) / training.MODEL_FILE
+    return backbones.load_model(path) if result["kind"] == "transfer" else keras.saving.load_model(path)
+
+
+def score_split(result: dict, manifest: pd.DataFrame, split: str, root: Path, model=None):
+    """Scores (probability of COVID) of a run's model on every readable image of one split.
+
+    Returns (y, scores, rows, failures): ``failures`` lists the images that could not be read.
+    """
+    effective = result["effective"]
+    arrays = datasets.load_split(manifest, split, effective["image_size"], root=root)
+    model = model or load_run_model(result)
+    data = datasets.make_dataset(arrays, batch_size=32, channels=effective.get("channels", 3))
+    return arrays.y, training.predict(model, data), arrays.rows, arrays.failures
+
+
+def evaluate_chosen(result: dict, manifest: pd.DataFrame, root: Path, *, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Score a model chosen on val: the threshold from val, then test and external once each.
+
+    Returns ``predictions`` (image_id, source, group_id, split, y, score), ``failures`` (images
+    that could not be read, with the split), ``threshold``,
+    ``metrics`` {split: {"0.5": CIs, "val_threshold": CIs}}, ``curves`` {split: ROC/PR bands}
+    (splits with both labels only), ``calibration`` {split: (mean, rate, count, brier)} and
+    ``per_source`` (test AUC and accuracy per source with intervals).
+    """
+    model = load_run_model(result)
+    frames, failed = [], []
+    for split in SCORED_SPLITS:
+        if not (manifest["split"] == split).any():
+            continue
+        y, scores, rows, failures = score_split(result, manifest, split, root, model=model)
+        frames.append(rows[["image_id", "source", "group_id", "split"]].assign(y=y, score=scores))
+        failed.append(failures.assign(split=split))
+    predictions = pd.concat(frames, ignore_index=True)
+    val = predictions[predictions["split"] == "val"]
+    threshold = evaluation.youden_threshold(val["y"], val["score"]) if val["y"].nunique() == 2 else 0.5
+    out = {
+        "predictions": predictions,
+        "failures": pd.concat(failed, ignore_index=True),
+        "threshold": threshold,
+        "metrics": {},
+        "curves": {},
+        "calibration": {},
+    }
+    for split in HELDOUT_SPLITS:
+        part = predictions[predictions["split"] == split]
+        if part.empty:
+            continue
+        y, s, g = part["y"].to_numpy(), part["score"].to_numpy(), part["group_id"].to_numpy()
+        out["metrics"][split] = evaluation.bootstrap_thresholds(
+            y, s, g, {"0.5": 0.5, "val_threshold": threshold}, n_boot=n_boot, seed=seed
+        )
+        out["calibration"][split] = evaluation.calibration(y, s)
+        if len(np.unique(y)) == 2:
+            out["curves"][split] = _curves(y, s, g, out["metrics"][split]["0.5"]["auc"], n_boot, seed)
+    out["per_source"] = per_source(predictions[predictions["split"] == "test"], threshold, n_boot, seed)
+    return out
+
+
+def _curves(y, s, g, auc: dict, n_boot: int, seed: int) -> dict:
+    fpr, tpr, tlow, thigh = evaluation.roc_band(y, s, g, n_boot=n_boot, seed=seed)
+    recall, precision, plow, phigh = evaluation.pr_band(y, s, g, n_boot=n_boot, seed=seed)
+    return {
+        "fpr": fpr,
+        "tpr": tpr,
+        "tpr_low": tlow,
+        "tpr_high": thigh,
+        "recall": recall,
+        "precision": precision,
+        "precision_low": plow,
+        "precision_high": phigh,
+        "auc": auc["value"],
+        "auc_low": auc["low"],
+        "auc_high": auc["high"],
+    }
+
+
+def per_source(predictions: pd.DataFrame, threshold: float, n_boot: int, seed: int) -> pd.DataFrame:
+    """AUC and accuracy per source with group-bootstrap intervals."""
+    rows = []
+    for source, part in predictions.groupby("source"):
+        ci = evaluation.bootstrap_metrics(
+            part["y"], part["score"], part["group_id"], threshold, n_boot=n_boot, seed=seed
+        )
+        for metric in ("auc", "accuracy"):
+            rows.append(
+                {"source": source, "metric": metric, "n": len(part), "covid": int(part["y"].sum()), **ci[metric]}
+            )
+    return pd.DataFrame(rows)
+
+
+def metrics_rows(model: str, evaluated: dict) -> list[dict]:
+    """Flatten :func:`evaluate_chosen`'s intervals: one row per split, threshold and metric."""
+    rows = []
+    for split, by_threshold in evaluated["metrics"].items():
+        for threshold_name, metrics in by_threshold.items():
+            threshold = 0.5 if threshold_name == "0.5" else evaluated["threshold"]
+            for metric, ci in metrics.items():
+                if metric == "n":
+                    continue
+                rows.append(
+                    {
+                        "model": model,
+                        "split": split,
+                        "threshold": round(threshold, 4),
+                        "metric": metric,
+                        "value": ci["value"],
+                        "low": ci["low"],
+                        "high": ci["high"],
+                        "n": metrics["n"]["value"],
+                    }
+                )
+    return rows
+
+
+def write_predictions(evaluated: dict, folder: Path) -> None:
+    """The chosen models' scores, one CSV per model (keys: :class:`~cxr_utils.reporting.collect.RunKey`)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for key, ev in evaluated.items():
+        ev["predictions"].to_csv(folder / f"{key.slug}.csv", index=False)

@@ -1,0 +1,1 @@
+"""Modeling: the custom CNN, ImageNet backbones and their weights, cached features, training."""

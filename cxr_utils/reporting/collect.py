@@ -1,0 +1,191 @@
+"""Collect training runs into tables and choose models on val.
+
+Reads the ``result.json`` contract (see ``../shared/design.md``): a run folder counts only when
+its status is ``complete``. Runs are identified by a :class:`RunKey` (kind and run name).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+import pandas as pd
+
+from .. import registry
+from ..runs import results
+
+TABLE_COLUMNS = [
+    "kind",
+    "run",
+    "study_run",
+    "model",
+    "weights",
+    "profile",
+    "size",
+    "epochs",
+    "execution_minutes",
+    "minutes_per_epoch",
+    "accuracy",
+    "val_accuracy",
+    "auc",
+    "val_auc",
+    "loss",
+    "val_loss",
+    "filter",
+    "batch_size",
+    "activation_output",
+    "optimizer",
+    "learning_rate",
+    "best_epoch",
+    "params_total",
+    "params_trainable",
+    "degenerate",
+    "commit",
+]
+
+
+class RunKey(NamedTuple):
+    """A training run: its kind (custom | transfer) and its run name."""
+
+    kind: str
+    run: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.run}"
+
+    @property
+    def slug(self) -> str:
+        """For file names: ``custom_run02``."""
+        return f"{self.kind}_{self.run}"
+
+
+def run_folders(notebook: registry.Notebook, out: str | Path | None = None) -> list[Path]:
+    """Run folders of a notebook (set-aside ``.previous`` folders excluded)."""
+    return sorted(p for p in notebook.runs_root(out).glob("*") if p.is_dir() and not p.name.endswith(".previous"))
+
+
+def completed_runs(
+    notebook: registry.Notebook, out: str | Path | None = None, include_smoke: bool = False
+) -> list[dict]:
+    """Every complete ``result.json`` of a notebook, each with its ``folder`` added."""
+    found = []
+    for folder in run_folders(notebook, out):
+        result = results.read_result(folder)
+        if results.is_complete(folder) and (include_smoke or result.get("profile") != "smoke"):
+            found.append({**result, "folder": str(folder)})
+    return found
+
+
+def find_run(key: RunKey, out: str | Path | None = None) -> dict:
+    """The complete result of one training run (with ``folder``); KeyError naming it if absent."""
+    for result in completed_runs(registry.TRAINING[key.kind], out, include_smoke=True):
+        if result["run"] == key.run:
+            return result
+    raise KeyError(f"no complete {key.kind} run named {key.run} under {registry.TRAINING[key.kind].runs_root(out)}")
+
+
+def not_run(out: str | Path | None = None) -> pd.DataFrame:
+    """Runs of the training notebooks that did not complete, with their status (kept whole)."""
+    rows = []
+    for kind, notebook in registry.TRAINING.items():
+        for folder in run_folders(notebook, out):
+            result = results.read_result(folder) or {"status": "no result.json"}
+            if result.get("status") != "complete":
+                rows.append({"kind": kind, "run": folder.name, "status": result.get("status", "")})
+    return pd.DataFrame(rows, columns=["kind", "run", "status"])
+
+
+# Table column <- result.json key (dotted) for every training run, and per kind. This is what the
+# collector reads of the record that cxr_utils.modeling.experiment writes; the notebook contract
+# test checks that real runs of 02 and 03 carry every one of these keys.
+RESULT_COLUMNS = {
+    "run": "run",
+    "profile": "profile",
+    "study_run": "effective.study_run",
+    "size": "effective.image_size",
+    "epochs": "effective.epochs",
+    "batch_size": "effective.batch_size",
+    "learning_rate": "effective.learning_rate",
+    "execution_minutes": "execution_minutes",
+    "minutes_per_epoch": "minutes_per_epoch",
+    "accuracy": "metrics.train.accuracy",
+    "val_accuracy": "metrics.val.accuracy",
+    "auc": "metrics.train.auc",
+    "val_auc": "metrics.val.auc",
+    "loss": "metrics.train.loss",
+    "val_loss": "metrics.val.loss",
+    "best_epoch": "best_epoch",
+    "params_total": "params_total",
+    "params_trainable": "params_trainable",
+    "commit": "provenance.git_commit",
+}
+KIND_COLUMNS = {
+    "custom": {
+        "filter": "effective.filter",
+        "activation_output": "effective.activation_output",
+        "optimizer": "effective.optimizer",
+        "degenerate": "degenerate",
+    },
+    "transfer": {"model": "effective.backbone", "weights": "weights.label"},
+}
+KIND_DEFAULTS = {  # what the study's set-up fixes for a kind
+    "custom": {"model": "custom CNN", "weights": "from scratch"},
+    "transfer": {"activation_output": "softmax (2 units)", "optimizer": "adam", "degenerate": False},
+}
+
+
+def result_keys(kind: str) -> list[str]:
+    """The dotted ``result.json`` keys the collector reads for a run of ``kind``."""
+    return [*RESULT_COLUMNS.values(), *KIND_COLUMNS[kind].values()]
+
+
+def lookup(result: dict, dotted: str):
+    """``result["a"]["b"]`` for ``"a.b"``; None where a step is missing."""
+    value = result
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def _row(kind: str, result: dict) -> dict:
+    columns = {**RESULT_COLUMNS, **KIND_COLUMNS[kind]}
+    row = {"kind": kind, **KIND_DEFAULTS[kind], **{column: lookup(result, key) for column, key in columns.items()}}
+    row["degenerate"] = bool(row["degenerate"])
+    row["commit"] = (row["commit"] or "")[:12]
+    return row
+
+
+def runs_table(profile: str | None = None, out: str | Path | None = None) -> pd.DataFrame:
+    """One row per completed custom and transfer run (the study's Table 1 columns and more)."""
+    rows = [
+        _row(kind, result)
+        for kind, notebook in registry.TRAINING.items()
+        for result in completed_runs(notebook, out, include_smoke=profile == "smoke")
+        if profile is None or result["profile"] == profile
+    ]
+    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
+
+
+def choose_on_val(table: pd.DataFrame, kind: str) -> RunKey | None:
+    """The run of ``kind`` with the highest val AUC, degenerate runs excluded (first name on ties)."""
+    candidates = table[(table["kind"] == kind) & ~table["degenerate"] & table["val_auc"].notna()]
+    if candidates.empty:
+        return None
+    return RunKey(kind, str(candidates.sort_values(["val_auc", "run"], ascending=[False, True]).iloc[0]["run"]))
+
+
+def history_file(result_folder: str | Path) -> Path:
+    """The history of the epochs that produced a run's saved model (fine-tuning, head, or plain)."""
+    folder = Path(result_folder)
+    for candidate in ("finetune/history.csv", "head/history.csv", "history.csv"):
+        if (folder / candidate).is_file():
+            return folder / candidate
+    raise FileNotFoundError(f"no history.csv under {folder}")
+
+
+def load_histories(table: pd.DataFrame, out: str | Path | None = None) -> dict[RunKey, pd.DataFrame]:
+    """The history of every run in the table, by :class:`RunKey`."""
+    return {
+        RunKey(row.kind, row.run): pd.read_csv(history_file(registry.TRAINING[row.kind].run_folder(row.run, out)))
+        for row in table.itertuples()
+    }

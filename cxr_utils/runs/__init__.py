@@ -1,0 +1,1 @@
+"""Runs: the result.json contract and the papermill batch runner."""

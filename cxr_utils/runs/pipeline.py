@@ -1,0 +1,74 @@
+"""The main job (``make report``): every stage of :data:`cxr_utils.registry.STAGES` in order,
+then the report export, with each stage's wall time printed."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from .. import config, registry
+from . import runner
+
+PROVISIONED = ("xception",)  # weights the main job provisions offline before its stages
+
+
+def stage_params(stage: registry.Stage) -> list[Path]:
+    """The params files a stage runs (an error names the stage when none match)."""
+    files = sorted(config.PROJECT_ROOT.glob(stage.params_glob))
+    if not files:
+        raise config.ConfigError(f"stage '{stage.name}': no params files match {stage.params_glob}")
+    return files
+
+
+def run_pipeline(
+    stages: Sequence[registry.Stage] = registry.STAGES,
+    *,
+    profile: str = "default",
+    out: str | Path | None = None,
+    force: bool = False,
+    export_to: str | Path | None = registry.REPORT_DIR,
+    provision: Sequence[str] = (),
+) -> bool:
+    """Provision the named weights, then run every stage in order into one output root (``out``,
+    else ``CXR_OUTPUT_DIR``, else ``outputs/``), export the report, print each stage's wall time.
+
+    Returns False if any run failed (the report is then not exported).
+    """
+    base = Path(out).resolve() if out else config.output_root()
+    for backbone in provision:
+        provision_weights(backbone, base)
+    timings, ok = [], True
+    for stage in stages:
+        files = stage_params(stage)
+        print(f"== stage: {stage.name} ({len(files)} runs)", flush=True)
+        started = time.monotonic()
+        outcomes = runner.run_batch(stage.notebook.path, files, profile=profile, out=base, force=force or stage.always)
+        timings.append((stage.name, time.monotonic() - started))
+        if any(o.status == "failed" for o in outcomes):
+            ok = False
+            print(f"stage '{stage.name}' had failed runs; later stages may lack inputs", flush=True)
+    if ok and export_to is not None:
+        from ..reporting.export import export_run
+
+        started = time.monotonic()
+        report_run = Path(stages[-1].params_glob).stem
+        print(f"report written to {export_run(report_run, export_to, base)}", flush=True)
+        timings.append(("export", time.monotonic() - started))
+    print(f"\nstage wall times (profile {profile}):")
+    for name, seconds in timings:
+        print(f"  {name:<20} {seconds / 60:6.2f} min")
+    print(f"  {'total':<20} {sum(s for _, s in timings) / 60:6.2f} min")
+    return ok
+
+
+def provision_weights(backbone: str, base: Path) -> None:
+    """Provision a backbone's weights where the runs of this output root look; a failure is
+    reported and the job goes on (those runs are then reported as not run)."""
+    from ..modeling import provision
+
+    with runner.output_root_for_kernels(base):
+        try:
+            provision.provision(backbone)
+        except config.ConfigError as err:
+            print(f"{backbone} weights not provisioned ({err}): its runs will be reported as not run", flush=True)

@@ -1,0 +1,232 @@
+"""Batch runner: execute a notebook once per params file with papermill, resumably.
+
+``python -m cxr_utils run NOTEBOOK PARAMS.yaml [...] [--profile NAME] [--out DIR] [--force]``
+
+Each run goes to ``<out>/<notebook-stem>/<params-stem>/``. Every params file is checked
+against the notebook's ``parameters`` cell before anything runs. A run whose folder already
+holds a complete result is skipped unless ``--force``; an earlier folder is never overwritten
+but moved aside to ``<folder>.previous``. Kernels inherit ``CXR_OUTPUT_DIR`` set to the batch's
+output root, so a notebook finds earlier runs and caches where the batch writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import config, registry
+from . import results
+
+EXECUTED_NOTEBOOK = "notebook.ipynb"
+
+
+@dataclass
+class Outcome:
+    """What happened to one params file."""
+
+    run: str
+    folder: Path
+    status: str  # complete | done before | not run | failed
+    seconds: float = 0.0
+    detail: str = ""
+
+
+def plan_runs(
+    notebook: str, params_files: Sequence[str | Path], profile: str = "none"
+) -> list[tuple[str, dict[str, Any]]]:
+    """Load and validate every params file before any run starts: keys and types against the
+    notebook's ``parameters`` cell, then (for the pipeline's notebooks) the values the run would
+    use after the profile, against the notebook's own check."""
+    spec = config.notebook_parameters(notebook)
+    check = _values_check(notebook, spec, profile)
+    missing = [p for p in config.RUNNER_PARAMETERS if p not in spec]
+    if missing:
+        raise config.ConfigError(f"{notebook} lacks the runner parameters {missing}")
+    planned, names = [], set()
+    for path in params_files:
+        params = config.load_params_file(path)
+        reserved = [k for k in config.RUNNER_PARAMETERS if k in params]
+        if reserved:
+            raise config.ConfigError(f"{path}: {reserved} are set by the runner (--profile, --out and the file name)")
+        config.validate_parameters(params, spec, where=str(path))
+        check(params, where=str(path))
+        name = Path(path).stem
+        if name in names:
+            raise config.ConfigError(f"two params files are named {name}; run names must be unique")
+        names.add(name)
+        planned.append((name, params))
+    return planned
+
+
+def _values_check(notebook: str, spec: dict[str, config.Parameter], profile: str):
+    """A function checking one params file's effective values (a no-op for notebooks outside
+    the pipeline, which declare no check)."""
+    try:
+        entry = registry.notebook(notebook)
+    except config.ConfigError:
+        return lambda params, where: None
+    defaults = {name: p.default for name, p in spec.items()}
+
+    def check(params: dict[str, Any], where: str) -> None:
+        effective, _ = config.apply_profile({**defaults, **params, "profile": profile}, profile, entry.stem)
+        try:
+            entry.check_params(effective)
+        except config.ConfigError as err:
+            raise config.ConfigError(f"{where} (profile {profile}): {err}") from None
+
+    return check
+
+
+def _mark_failed(folder: Path, notebook: str, run: str, detail: str) -> None:
+    result = results.read_result(folder) or {
+        "run": run,
+        "notebook": Path(notebook).stem,
+        "warnings": [],
+        "provenance": {},
+    }
+    result["status"] = "failed"
+    result["error"] = detail
+    result.setdefault("provenance", {})["finished"] = results.now()
+    folder.mkdir(parents=True, exist_ok=True)
+    results.write_json(folder / results.RESULT_FILE, result)
+
+
+def _describe(err: BaseException) -> str:
+    ename, evalue = getattr(err, "ename", None), getattr(err, "evalue", None)
+    if ename:
+        cell = getattr(err, "exec_count", None)
+        return f"{ename}: {evalue}" + (f" (cell {cell})" if cell else "")
+    return f"{type(err).__name__}: {err}"
+
+
+def execute_one(
+    notebook: Path, name: str, params: dict[str, Any], folder: Path, profile: str, kernel: str | None
+) -> Outcome:
+    """Run papermill for one params file into ``folder`` and classify the outcome."""
+    import papermill
+
+    started = time.monotonic()
+    parameters = {**params, "run_name": name, "output_dir": str(folder), "profile": profile}
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        papermill.execute_notebook(
+            str(notebook),
+            str(folder / EXECUTED_NOTEBOOK),
+            parameters=parameters,
+            cwd=str(notebook.parent),
+            kernel_name=kernel,
+            progress_bar=False,
+            kernel_manager_class=ipc_kernel_manager(),
+        )
+    except KeyboardInterrupt:
+        _mark_failed(folder, notebook.name, name, "interrupted")
+        raise
+    except Exception as err:  # papermill raises many kinds; each is recorded, the batch goes on
+        error = _describe(err)
+    else:
+        error = "the notebook ended without marking its run complete"
+    seconds = time.monotonic() - started
+    status = str((results.read_result(folder) or {}).get("status", ""))
+    if status == "complete":
+        return Outcome(name, folder, "complete", seconds)
+    if status.startswith("skipped"):  # the notebook stopped itself with a reason
+        return Outcome(name, folder, "not run", seconds, status.split(": ", 1)[-1])
+    _mark_failed(folder, notebook.name, name, error)
+    return Outcome(name, folder, "failed", seconds, error)
+
+
+@contextlib.contextmanager
+def output_root_for_kernels(base: Path) -> Iterator[None]:
+    """Kernels started inside see ``CXR_OUTPUT_DIR=base``: every notebook of a batch reads earlier
+    runs and caches from, and writes to, the one output root the batch was given."""
+    previous = os.environ.get(config.OUTPUT_DIR_ENV)
+    os.environ[config.OUTPUT_DIR_ENV] = str(base)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(config.OUTPUT_DIR_ENV, None)
+        else:
+            os.environ[config.OUTPUT_DIR_ENV] = previous
+
+
+def ipc_kernel_manager():
+    """A kernel manager whose kernels talk over local IPC sockets instead of TCP ports.
+
+    Nothing outside this machine can reach such a kernel, and ipykernel no longer warns at every
+    start that it runs "over TCP without encryption".
+    """
+    import tempfile
+    import uuid
+
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import CaselessStrEnum, default
+
+    class IPCKernelManager(AsyncKernelManager):
+        transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
+
+        @default("ip")
+        def _ip_default(self) -> str:
+            return str(Path(tempfile.gettempdir()) / f"cxr-kernel-{uuid.uuid4().hex[:12]}-ipc")
+
+    return IPCKernelManager
+
+
+def run_batch(
+    notebook: str | Path,
+    params_files: Sequence[str | Path],
+    *,
+    profile: str = "default",
+    out: str | Path | None = None,
+    force: bool = False,
+    kernel: str | None = None,
+) -> list[Outcome]:
+    """Execute ``notebook`` once per params file; returns one outcome per file."""
+    nb_path = config.notebook_path(notebook)
+    config.load_profile(profile)  # fail early on an unknown profile
+    planned = plan_runs(str(nb_path), params_files, profile)
+    base = Path(out).resolve() if out else config.output_root()
+    with output_root_for_kernels(base):
+        outcomes = [
+            _run_or_skip(nb_path, name, params, base, f"[{index}/{len(planned)}]", profile, force, kernel)
+            for index, (name, params) in enumerate(planned, start=1)
+        ]
+    print(summary_line(outcomes), flush=True)
+    return outcomes
+
+
+def summary_line(outcomes: Sequence[Outcome]) -> str:
+    """ "2 complete, 1 done before, 0 not run, 1 failed; failed: run07"."""
+    counts = {s: [o.run for o in outcomes if o.status == s] for s in ("complete", "done before", "not run", "failed")}
+    return ", ".join(f"{len(runs)} {status}" for status, runs in counts.items()) + "".join(
+        f"; {status}: {', '.join(runs)}" for status, runs in counts.items() if runs and status in ("not run", "failed")
+    )
+
+
+def _run_or_skip(
+    nb_path: Path,
+    name: str,
+    params: dict[str, Any],
+    base: Path,
+    counter: str,
+    profile: str,
+    force: bool,
+    kernel: str | None,
+) -> Outcome:
+    """One params file: skipped when complete (unless ``force``), otherwise run into a fresh folder."""
+    folder = base / nb_path.stem / name
+    prefix = f"{counter} {nb_path.stem}/{name}"
+    if results.is_complete(folder) and not force:
+        print(f"{prefix}: skipped (complete result in {folder}; --force to redo)", flush=True)
+        return Outcome(name, folder, "done before", detail="already complete")
+    results.set_aside(folder)
+    print(f"{prefix}: running (profile {profile})", flush=True)
+    outcome = execute_one(nb_path, name, params, folder, profile, kernel)
+    detail = f": {outcome.detail}" if outcome.detail else ""
+    print(f"{prefix}: {outcome.status} in {outcome.seconds:.1f} s{detail}", flush=True)
+    return outcome

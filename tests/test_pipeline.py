@@ -1,0 +1,67 @@
+"""The main job at the smoke profile: one output root through every stage, and the result.json
+contract between the training notebooks (02, 03) and the run collector (in the spirit of the
+recommenders project's notebook tests: execute, then read the recorded values back)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from cxr_utils import config, registry
+from cxr_utils.reporting import collect
+from cxr_utils.runs import pipeline
+
+IGNORED = {".git", ".venv", ".pytest_cache", ".ruff_cache", "__pycache__", ".ipynb_checkpoints"}
+
+
+def project_files() -> dict[str, tuple[int, int]]:
+    """Every file of the checkout (tooling folders aside) with its size and modification time."""
+    found = {}
+    for folder, dirs, files in os.walk(config.PROJECT_ROOT):
+        dirs[:] = [d for d in dirs if d not in IGNORED and not d.endswith(".egg-info")]
+        for name in files:
+            path = os.path.join(folder, name)
+            stat = os.stat(path)
+            found[os.path.relpath(path, config.PROJECT_ROOT)] = (stat.st_size, stat.st_mtime_ns)
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.mirror
+def test_first_three_stages_write_only_under_out_and_record_what_the_collector_reads(
+    tmp_path, mirror_root, clean_env, capfd
+):
+    clean_env.setenv("CXR_OFFLINE", "1")
+    out = tmp_path / "elsewhere"
+    before = project_files()
+
+    assert pipeline.run_pipeline(registry.STAGES[:3], profile="smoke", out=out, export_to=None)
+
+    assert project_files() == before, "the pipeline wrote inside the checkout"
+    assert registry.manifest_file("default", out).is_file()
+    assert any((out / "cache" / "images").rglob("*.npy")), "the image cache is not under --out"
+    custom = collect.completed_runs(registry.CUSTOM_CNN, out, include_smoke=True)
+    transfer = collect.completed_runs(registry.TRANSFER, out, include_smoke=True)
+    assert len(custom) == 14 and [r["run"] for r in transfer] == ["mobilenet025"]
+    assert set(collect.not_run(out)["run"]) == {
+        "densenet169",
+        "inceptionv3",
+        "inceptionv3_100ep",
+        "vgg16",
+        "xception",
+        "xception_finetune",
+    }  # no weights under this root
+    for result in custom + transfer:
+        missing = [
+            key
+            for key in collect.result_keys(result["kind"])
+            if collect.lookup(result, key) is None and not key.endswith("study_run")
+        ]
+        assert not missing, (result["run"], missing)
+        assert result["data"]["manifest"] == str(registry.manifest_file("default", out))
+    table = collect.runs_table(profile="smoke", out=out)
+    assert len(table) == 15 and table["val_auc"].between(0, 1).all()
+    assert collect.choose_on_val(table, "custom").run.startswith("run")
+    printed = capfd.readouterr()
+    assert "without encryption" not in printed.out + printed.err

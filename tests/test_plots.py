@@ -1,0 +1,132 @@
+"""Every figure function: a non-empty PNG of about its declared size for real inputs, and a clear
+error for an empty input."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from cxr_utils.analysis import evaluation
+from cxr_utils.reporting import plots
+
+DPI = 120  # plots._save
+
+
+def check_png(fig: plt.Figure, path) -> None:
+    """The file exists, has content (not one flat colour) and about the figure's size in pixels
+    (saved with a tight bounding box, so within a margin of figsize x dpi)."""
+    expected_w, expected_h = fig.get_size_inches() * DPI
+    plt.close(fig)
+    with Image.open(path) as img:
+        width, height = img.size
+        pixels = np.asarray(img.convert("L"), dtype=float)
+    assert 0.6 * expected_w <= width <= 1.5 * expected_w, (path.name, width, expected_w)
+    assert 0.6 * expected_h <= height <= 1.5 * expected_h, (path.name, height, expected_h)
+    assert pixels.std() > 5, f"{path.name} is blank"
+
+
+@pytest.fixture(scope="module")
+def history() -> pd.DataFrame:
+    """A real history: a tiny model trained for three epochs."""
+    import keras
+
+    from cxr_utils.modeling import training
+
+    training.seed_everything(0)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 4)).astype("float32"), (rng.random(64) > 0.5).astype("float32")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, activation="sigmoid")])
+    model.compile("adam", "binary_crossentropy", metrics=["accuracy", keras.metrics.AUC(name="auc")])
+    fit = model.fit(x, y, validation_data=(x, y), epochs=3, verbose=0)
+    return pd.DataFrame(fit.history).assign(epoch=[1, 2, 3])
+
+
+@pytest.fixture(scope="module")
+def scores():
+    rng = np.random.default_rng(1)
+    y = (rng.random(300) > 0.5).astype(int)
+    return y, np.clip(y * 0.3 + rng.random(300) * 0.7, 0, 1), np.arange(300) // 2
+
+
+def test_manifest_figures(mirror_build, mirror_root, tmp_path):
+    m = mirror_build.manifest
+    for name, draw in {
+        "counts": lambda p: plots.counts_by_source(m, path=p),
+        "splits": lambda p: plots.split_sizes(m, path=p),
+        "grid": lambda p: plots.sample_grid(m, mirror_root, per_cell=2, path=p),
+        "pairs": lambda p: plots.duplicate_pairs(mirror_build.duplicate_pairs, mirror_root, n=2, path=p),
+    }.items():
+        check_png(draw(tmp_path / f"{name}.png"), tmp_path / f"{name}.png")
+
+
+def test_training_figures(history, tmp_path):
+    table = pd.DataFrame(
+        {"kind": ["custom", "custom"], "run": ["run01", "run02"], "val_auc": [0.7, 0.5], "degenerate": [False, True]}
+    )
+    for name, draw in {
+        "curves": lambda p: plots.training_curves(history, "a run", best_epoch=2, path=p),
+        "grid": lambda p: plots.val_auc_by_run(table, {"run01": 0.9}, path=p),
+        "gap": lambda p: plots.overfitting_panel({"a": history, "b": history.assign(accuracy=0.9)}, path=p),
+        "accuracy": lambda p: plots.training_accuracy({"a": history}, path=p),
+    }.items():
+        check_png(draw(tmp_path / f"{name}.png"), tmp_path / f"{name}.png")
+
+
+def test_evaluation_figures(scores, tmp_path):
+    y, s, g = scores
+    fpr, tpr, tlow, thigh = evaluation.roc_band(y, s, g, n_boot=50)
+    recall, precision, plow, phigh = evaluation.pr_band(y, s, g, n_boot=50)
+    curve = {
+        "fpr": fpr,
+        "tpr": tpr,
+        "tpr_low": tlow,
+        "tpr_high": thigh,
+        "recall": recall,
+        "precision": precision,
+        "precision_low": plow,
+        "precision_high": phigh,
+        "auc": 0.8,
+        "auc_low": 0.7,
+        "auc_high": 0.9,
+    }
+    per_source = pd.DataFrame(
+        {"model": "m", "source": ["cohen", "radiography"], "value": [0.6, 0.8], "low": [0.5, 0.7], "high": [0.7, 0.9]}
+    )
+    for name, draw in {
+        "roc": lambda p: plots.roc_pr_bands({"m": curve}, "test", path=p),
+        "confusion": lambda p: plots.confusion_grid({"m": evaluation.confusion(y, s)}, path=p),
+        "one_confusion": lambda p: plots.confusion_matrix(evaluation.confusion(y, s), "m", path=p),
+        "calibration": lambda p: plots.calibration_curves({"m": evaluation.calibration(y, s)}, "test", path=p),
+        "per_source": lambda p: plots.per_source(per_source, "AUC", path=p),
+    }.items():
+        check_png(draw(tmp_path / f"{name}.png"), tmp_path / f"{name}.png")
+
+
+@pytest.mark.parametrize(
+    "draw",
+    [
+        lambda: plots.counts_by_source(pd.DataFrame(columns=["source", "label"])),
+        lambda: plots.split_sizes(pd.DataFrame(columns=["split", "label"])),
+        lambda: plots.sample_grid(pd.DataFrame(columns=["source", "label", "path", "image_id"]), "."),
+        lambda: plots.training_curves(pd.DataFrame(), "empty"),
+        lambda: plots.val_auc_by_run(pd.DataFrame({"kind": [], "run": [], "val_auc": [], "degenerate": []})),
+        lambda: plots.overfitting_panel({}),
+        lambda: plots.training_accuracy({}),
+        lambda: plots.roc_pr_bands({}, "test"),
+        lambda: plots.confusion_grid({}),
+        lambda: plots.calibration_curves({}, "test"),
+        lambda: plots.per_source(pd.DataFrame(columns=["model", "source", "value", "low", "high"]), "AUC"),
+    ],
+)
+def test_an_empty_input_is_a_clear_error(draw):
+    with pytest.raises(ValueError, match="nothing to draw: .* is empty"):
+        draw()
+
+
+def test_no_duplicate_pairs_is_drawn_as_such(tmp_path):
+    fig = plots.duplicate_pairs(pd.DataFrame(columns=["cross_source", "distance"]), ".", path=tmp_path / "none.png")
+    assert "no duplicate pairs found" in [t.get_text() for t in fig.axes[0].texts]
+    plt.close(fig)
