@@ -186,6 +186,22 @@ def below_minimum(
     return problems
 
 
+def not_one_of(params: Mapping[str, Any], choices: Mapping[str, Any]) -> list[str]:
+    """Problems for keys whose value is not among its choices."""
+    problems = []
+    for key, allowed in choices.items():
+        if key in params and params[key] not in allowed:
+            problems.append(f"key '{key}' = {params[key]!r} is not one of {', '.join(map(str, allowed))}")
+    return problems
+
+
+# Keys every training notebook (02, 03) has, with their allowed values.
+TRAINING_CHOICES = {
+    "precision": ("auto", "float32", "mixed_bfloat16", "mixed_float16"),
+    "role": ("screening", "final"),
+}
+
+
 def load_params_file(path: str | os.PathLike) -> dict[str, Any]:
     """A flat YAML mapping of parameter names to values."""
     path = Path(path)
@@ -216,15 +232,16 @@ PROFILE_SECTIONS = ("scale", "caps", "set")
 
 def load_profile(name: str) -> dict[str, Any]:
     """A profile: ``scale`` (multiply numbers), ``caps`` (upper bounds), ``set`` (overrides) for
-    every notebook, and ``notebooks: {<stem>: {scale/caps/set}}`` for one notebook only."""
-    empty = {"rules": {section: {} for section in PROFILE_SECTIONS}, "notebooks": {}}
+    every notebook; ``notebooks: {<stem>: {scale/caps/set}}`` for one notebook only; and
+    ``final_fit`` (``seeds``, ``fine_tune``, ``set``) for the final fits of the chosen configurations."""
+    empty = {"rules": {section: {} for section in PROFILE_SECTIONS}, "notebooks": {}, "final_fit": dict(FINAL_FIT)}
     if name in ("none", ""):
         return empty
     path = PROFILES_DIR / f"{name}.yaml"
     if not path.is_file():
         raise ConfigError(f"profile '{name}' not found (known: {', '.join(available_profiles())})")
     data = yaml.safe_load(path.read_text()) or {}
-    unknown = set(data) - {"description", "notebooks", *PROFILE_SECTIONS}
+    unknown = set(data) - {"description", "notebooks", "final_fit", *PROFILE_SECTIONS}
     if unknown:
         raise ConfigError(f"profile {path}: unknown sections {sorted(unknown)}")
     notebooks = data.get("notebooks") or {}
@@ -232,13 +249,27 @@ def load_profile(name: str) -> dict[str, Any]:
         wrong = set(rules or {}) - set(PROFILE_SECTIONS)
         if wrong:
             raise ConfigError(f"profile {path}: notebooks.{stem} has unknown sections {sorted(wrong)}")
+    final_fit = {**FINAL_FIT, **(data.get("final_fit") or {})}
+    if set(final_fit) - set(FINAL_FIT):
+        raise ConfigError(f"profile {path}: final_fit has unknown keys {sorted(set(final_fit) - set(FINAL_FIT))}")
     return {
         "rules": {section: data.get(section) or {} for section in PROFILE_SECTIONS},
         "notebooks": {
             stem: {section: (rules or {}).get(section) or {} for section in PROFILE_SECTIONS}
             for stem, rules in notebooks.items()
         },
+        "final_fit": final_fit,
     }
+
+
+# A profile's final fits: how many seeds, whether fine-tuned configurations are refitted, and the
+# values every final-fit run gets (applied after all other rules).
+FINAL_FIT = {"seeds": 3, "fine_tune": True, "set": {}}
+
+
+def final_fit_settings(profile: str) -> dict[str, Any]:
+    """The ``final_fit`` section of a profile (defaults: 3 seeds, fine-tuning allowed, nothing set)."""
+    return load_profile(profile)["final_fit"]
 
 
 def profile_rules(profile: str, notebook: str | None = None) -> dict[str, dict[str, Any]]:
@@ -262,8 +293,9 @@ def apply_profile(
 
     In order: ``scale`` multiplies a number (integers stay integers, at least 1), so a grid
     keeps its contrasts (20/30/40 epochs stay distinct); ``caps`` lower a number (a value of
-    None, meaning "all", becomes the cap); ``set`` replaces a value. Only keys the run has
-    are touched; rules under ``notebooks: {<stem>: ...}`` apply to that notebook only.
+    None, meaning "all", becomes the cap); ``set`` replaces a value, and a final-fit run
+    (``role: final``) then takes the profile's ``final_fit.set``. Only keys the run has are
+    touched; rules under ``notebooks: {<stem>: ...}`` apply to that notebook only.
     """
     rules = profile_rules(profile, notebook)
     effective = dict(params)
@@ -274,7 +306,8 @@ def apply_profile(
         if key in effective and cap is not None:
             value = effective[key]
             effective[key] = cap if value is None else min(value, cap)
-    for key, value in rules["set"].items():
+    final = final_fit_settings(profile)["set"] if params.get("role") == "final" else {}
+    for key, value in {**rules["set"], **final}.items():
         if key in effective:
             effective[key] = value
     changed = {

@@ -75,20 +75,40 @@ def manifest_file(data_run: str, out: str | Path | None = None) -> Path:
 class Stage:
     """One step of the main job: a notebook and the params files it runs.
 
-    ``always`` stages read every run before them, so they are redone on each main job.
+    The params files match ``params_glob`` (in the project), or are written by ``params_from``
+    ("module:function", called with the notebook's kind, the profile and the output root) from
+    what earlier stages found. ``always`` stages read every run before them, so they are redone
+    on each main job.
     """
 
     name: str
     notebook: Notebook
-    params_glob: str
+    params_glob: str | None = None
     always: bool = False
+    params_from: str | None = None
 
+    def params_files(self, profile: str, out: Path) -> list[Path]:
+        """The stage's params files (an error names the stage when a glob matches none)."""
+        if self.params_from:
+            import importlib
+
+            module, function = self.params_from.split(":")
+            return getattr(importlib.import_module(module), function)(self.notebook.kind, profile, out)
+        files = sorted(config.PROJECT_ROOT.glob(self.params_glob))
+        if not files:
+            raise config.ConfigError(f"stage '{self.name}': no params files match {self.params_glob}")
+        return files
+
+
+FINAL_FIT_PARAMS = "cxr_utils.runs.final_fit:write_params"
 
 # The main job (`make report`), in order.
 STAGES = (
     Stage("data merge", DATA_MERGE, "params/data/default.yaml"),
     Stage("custom CNN grid", CUSTOM_CNN, "params/custom/run*.yaml"),
     Stage("transfer learning", TRANSFER, "params/transfer/*.yaml"),
+    Stage("final fit: custom", CUSTOM_CNN, params_from=FINAL_FIT_PARAMS),
+    Stage("final fit: transfer", TRANSFER, params_from=FINAL_FIT_PARAMS),
     Stage("comparison", COMPARISON, "params/report/comparison.yaml", always=True),
     Stage("report", REPORT, "params/report/report.yaml", always=True),
 )

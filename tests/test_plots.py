@@ -64,7 +64,15 @@ def test_manifest_figures(mirror_build, mirror_root, tmp_path):
 
 def test_training_figures(history, tmp_path):
     table = pd.DataFrame(
-        {"kind": ["custom", "custom"], "run": ["run01", "run02"], "val_auc": [0.7, 0.5], "degenerate": [False, True]}
+        {
+            "kind": ["custom", "custom", "custom"],
+            "run": ["run01", "run02", "run03"],
+            "role": "screening",
+            "val_auc": [0.8, 0.5, 0.6],
+            "epoch0_val_auc": [0.65, 0.5, 0.62],
+            "learned": [True, False, False],
+            "degenerate": [False, True, False],
+        }
     )
     for name, draw in {
         "curves": lambda p: plots.training_curves(history, "a run", best_epoch=2, path=p),
@@ -112,7 +120,9 @@ def test_evaluation_figures(scores, tmp_path):
         lambda: plots.split_sizes(pd.DataFrame(columns=["split", "label"])),
         lambda: plots.sample_grid(pd.DataFrame(columns=["source", "label", "path", "image_id"]), "."),
         lambda: plots.training_curves(pd.DataFrame(), "empty"),
-        lambda: plots.val_auc_by_run(pd.DataFrame({"kind": [], "run": [], "val_auc": [], "degenerate": []})),
+        lambda: plots.val_auc_by_run(
+            pd.DataFrame({"kind": [], "run": [], "role": [], "val_auc": [], "degenerate": []})
+        ),
         lambda: plots.overfitting_panel({}),
         lambda: plots.training_accuracy({}),
         lambda: plots.roc_pr_bands({}, "test"),

@@ -40,7 +40,7 @@ def fake_fit(val_auc: float, epochs: int = 3) -> training.Training:
             "epoch": range(1, epochs + 1),
             "accuracy": 0.8,
             "auc": 0.8,
-            "loss": 0.4,
+            "loss": np.linspace(0.6, 0.4, epochs),
             "val_accuracy": 0.7,
             "val_auc": np.linspace(0.5, val_auc, epochs),
             "val_loss": 0.5,
@@ -50,18 +50,34 @@ def fake_fit(val_auc: float, epochs: int = 3) -> training.Training:
     return training.Training(history, epochs, 3.0, None)
 
 
-def fake_run(out, notebook, name, status="complete", val_auc=0.7, degenerate=False, profile="default", kind="custom"):
+def fake_run(
+    out,
+    notebook,
+    name,
+    status="complete",
+    val_auc=0.7,
+    degenerate=False,
+    profile="default",
+    kind="custom",
+    epoch0_val_auc=0.6,
+    role="screening",
+    **effective,
+):
     """A run folder whose result.json carries the training record the package writes."""
     folder = out / notebook / name
     folder.mkdir(parents=True)
-    record = experiment.training_summary(fake_fit(val_auc), {"accuracy": 0.7, "auc": val_auc}, 1000, 1000)
+    epoch0, kept = {"train_auc": 0.6, "val_auc": epoch0_val_auc}, {"train_auc": 0.8, "val_auc": val_auc}
+    record = experiment.training_summary(fake_fit(val_auc), {"accuracy": 0.7, "auc": val_auc}, 1000, 1000, epoch0, kept)
+    params = {"image_size": 64, "epochs": 3, "study_run": None, "seed": 7, "data_run": "default", **effective}
     result = {
         "run": name,
         "kind": kind,
         "profile": profile,
         "status": status,
         "degenerate": degenerate,
-        "effective": {"image_size": 64, "epochs": 3, "study_run": None},
+        "role": role,
+        "requested": {**params, "run_name": name, "profile": profile, "output_dir": str(folder)},
+        "effective": params,
         **record,
         "provenance": {"git_commit": "abc"},
     }
@@ -70,22 +86,50 @@ def fake_run(out, notebook, name, status="complete", val_auc=0.7, degenerate=Fal
     return folder
 
 
-def test_collector_skips_incomplete_runs_flags_degenerate_ones_and_chooses_on_val(tmp_path):
+def test_collector_skips_incomplete_runs_and_chooses_on_val_among_runs_that_learned(tmp_path):
     fake_run(tmp_path, "02_custom_cnn", "good", val_auc=0.8)
     fake_run(tmp_path, "02_custom_cnn", "better_but_degenerate", val_auc=0.9, degenerate=True)
+    fake_run(tmp_path, "02_custom_cnn", "better_but_untrained", val_auc=0.85, epoch0_val_auc=0.84)
     fake_run(tmp_path, "02_custom_cnn", "crashed", status="failed", val_auc=0.99)
     fake_run(tmp_path, "02_custom_cnn", "smoke", val_auc=0.95, profile="smoke")
+    fake_run(tmp_path, "02_custom_cnn", "a_final_fit", val_auc=0.97, role="final")
     fake_run(tmp_path, "03_transfer_learning", "vgg16", status="skipped: no weights: …", kind="transfer")
     table = collect.runs_table(profile="default", out=tmp_path)
-    assert sorted(table["run"]) == ["better_but_degenerate", "good"]
-    assert table.set_index("run").loc["better_but_degenerate", "degenerate"]
-    assert table.set_index("run").loc["good", "val_auc"] == 0.8
+    assert sorted(table["run"]) == ["a_final_fit", "better_but_degenerate", "better_but_untrained", "good"]
+    rows = table.set_index("run")
+    assert rows.loc["better_but_degenerate", "degenerate"] and rows.loc["good", "val_auc"] == 0.8
+    assert not rows.loc["better_but_untrained", "learned"]
+    assert "not above epoch 0's 0.840" in rows.loc["better_but_untrained", "did_not_learn"]
+    assert rows.loc["good", "val_auc_gain"] == pytest.approx(0.2)
     assert collect.choose_on_val(table, "custom") == collect.RunKey("custom", "good")
     assert collect.choose_on_val(table, "transfer") is None
     histories = collect.load_histories(table, out=tmp_path)
     assert list(histories[collect.RunKey("custom", "good")]["val_auc"])[-1] == 0.8
     missing = collect.not_run(out=tmp_path)
     assert set(missing["run"]) == {"crashed", "vgg16"}
+
+
+def test_fine_tuned_runs_are_chosen_only_where_the_profile_refits_them(tmp_path):
+    fake_run(tmp_path, "03_transfer_learning", "head", val_auc=0.8, kind="transfer", fine_tune_layers=0)
+    fake_run(tmp_path, "03_transfer_learning", "tuned", val_auc=0.9, kind="transfer", fine_tune_layers=20)
+    table = collect.runs_table(profile="default", out=tmp_path)
+    assert collect.choose_on_val(table, "transfer").run == "tuned"
+    assert collect.choose_on_val(table, "transfer", fine_tune=False).run == "head"
+
+
+def test_final_fit_params_refit_the_chosen_configuration_with_one_file_per_seed(tmp_path, monkeypatch):
+    from cxr_utils.runs import final_fit
+
+    fake_run(tmp_path, "02_custom_cnn", "run04", val_auc=0.8, learning_rate=0.001)
+    fake_run(tmp_path, "02_custom_cnn", "run09", val_auc=0.85, learning_rate=0.0001)
+    monkeypatch.setattr(config, "final_fit_settings", lambda profile: {"seeds": 3, "fine_tune": True, "set": {}})
+    files = final_fit.write_params("custom", "default", tmp_path)
+    assert [f.stem for f in files] == ["final_run09_seed1", "final_run09_seed2", "final_run09_seed3"]
+    written = [config.load_params_file(f) for f in files]
+    assert [p["seed"] for p in written] == [7, 8, 9]
+    assert all(p["role"] == "final" and p["screened_as"] == "run09" and p["learning_rate"] == 0.0001 for p in written)
+    assert not set(config.RUNNER_PARAMETERS) & set(written[0])
+    assert final_fit.write_params("transfer", "default", tmp_path) == []  # nothing eligible
 
 
 def test_intervals_are_formatted_per_model_split_and_threshold():

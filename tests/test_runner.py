@@ -112,3 +112,16 @@ def test_impossible_values_are_rejected_before_anything_runs(tmp_path):
     with pytest.raises(config.ConfigError, match=r"small.yaml.*'image_size' = 64 is below xception's minimum of 71"):
         runner.run_batch("notebooks/03_transfer_learning.ipynb", [too_small], profile="smoke", out=out)
     assert not out.exists()  # nothing ran
+
+
+def test_a_result_made_with_other_settings_is_redone_not_reused(probe, tmp_path, capsys):
+    out = tmp_path / "out"
+    path = params_file(tmp_path, "run", "value: 1\n")
+    assert runner.run_batch(probe, [path], profile="smoke", out=out)[0].status == "complete"
+    assert runner.run_batch(probe, [path], profile="smoke", out=out)[0].status == "done before"
+    assert runner.run_batch(probe, [path], profile="none", out=out)[0].status == "complete"
+    assert "profile smoke -> none" in capsys.readouterr().out
+    path.write_text("value: 2\n")
+    assert runner.run_batch(probe, [path], profile="none", out=out)[0].status == "complete"
+    assert results.read_result(out / "probe" / "run")["metrics"] == {"double": 4}
+    assert results.read_result(out / "probe" / "run.previous")["metrics"] == {"double": 2}

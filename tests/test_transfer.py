@@ -222,7 +222,7 @@ def test_head_on_cached_features_equals_the_end_to_end_model(tmp_path):
 
 def test_random_init_features_are_not_cached(tmp_path):
     none = backbones.Weights(None, None, backbones.RANDOM_INIT)
-    assert features.cache_folder("mobilenet025", none, 64, tmp_path) is None
+    assert features.cache_folder("mobilenet025", none, 64, root=tmp_path) is None
     extractor = backbones.build_extractor("mobilenet025", none, 32)
     images = np.stack([pattern(k, 32) for k in range(3)])
     hashes = [f"{k:064x}" for k in range(3)]

@@ -99,6 +99,16 @@ def load_split(
     return SplitArrays(x, y, kept_rows, pd.DataFrame(failures, columns=["image_id", "path", "reason", "detail"]))
 
 
+def take(
+    arrays: SplitArrays, max_images: int | None, seed: int, balanced: bool = True
+) -> tuple[SplitArrays, np.ndarray]:
+    """A seeded subset of an already loaded split (see :func:`subset`), and the positions taken."""
+    rows = arrays.rows.reset_index(drop=True)
+    kept = subset(rows, max_images, seed, balanced).index.to_numpy()
+    picked = SplitArrays(arrays.x[kept], arrays.y[kept], rows.loc[kept].reset_index(drop=True), arrays.failures)
+    return picked, kept
+
+
 def augmentation_layers(seed: int, spec: dict | None = None):
     """The study's augmentation as one Keras preprocessing layer (for training batches)."""
     return _study_augmentation_class()(spec or STUDY_AUGMENTATION, seed=seed, name="study_augmentation")

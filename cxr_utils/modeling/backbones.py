@@ -137,12 +137,14 @@ def check_transfer_params(params: Mapping[str, Any]) -> list[str]:
     problems = config.below_minimum(
         params,
         {
+            "early_stopping_patience": 1,
             "batch_size": 1,
             "epochs": 1,
             "fine_tune_layers": 0,
             "fine_tune_epochs": 1,
             "max_train_images": 2,
             "max_val_images": 2,
+            "fine_tune_max_train_images": 2,
         },
         above={"learning_rate": 0, "fine_tune_learning_rate": 0},
     )
@@ -153,8 +155,7 @@ def check_transfer_params(params: Mapping[str, Any]) -> list[str]:
             f"key 'image_size' = {params['image_size']} is below {params['backbone']}'s minimum "
             f"of {BACKBONES[params['backbone']].min_size} px"
         )
-    if params["weights"] not in ("imagenet", "none"):
-        problems.append(f"key 'weights' = {params['weights']!r} must be 'imagenet' or 'none'")
+    problems += config.not_one_of(params, {"weights": ("imagenet", "none"), **config.TRAINING_CHOICES})
     if problems:
         raise config.ConfigError("; ".join(problems))
     return (

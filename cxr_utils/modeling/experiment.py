@@ -1,9 +1,13 @@
-"""The steps every training notebook shares: load train/val, record a training phase, fine-tune.
+"""The steps every training notebook shares: load train/val, measure the untrained model, record
+a training phase, fine-tune.
 
 What a training run writes to ``result.json`` is built here and only here, so the notebooks
 (02, 03), the run collector (:mod:`cxr_utils.reporting.collect`) and the tests agree on one
-record: ``metrics`` (train at the kept epoch, val of the kept model), ``best_epoch``,
-``epochs_run``, ``execution_minutes``, ``minutes_per_epoch``, ``params_total``,
+record: ``metrics`` (train at the kept epoch, val of the kept model), ``last_epoch`` (what a run
+without checkpointing would report), ``epoch0`` (the compiled model before any step: AUC on val
+and on the un-augmented training images, in inference mode), ``kept_epoch_inference`` (the same
+two AUCs of the kept model), ``learned`` / ``did_not_learn``, ``best_epoch``, ``epochs_run``,
+``epochs_cap``, ``stopped_by``, ``execution_minutes``, ``minutes_per_epoch``, ``params_total``,
 ``params_trainable`` and ``data``.
 """
 
@@ -25,6 +29,10 @@ from ..runs.results import Run
 from . import backbones, features, training
 
 TRAIN_METRICS = ("accuracy", "auc", "loss")
+HISTORY_METRICS = ("accuracy", "auc", "loss", "val_accuracy", "val_auc", "val_loss")
+# A run learned when its kept model's val AUC is above its epoch-0 val AUC by more than this
+# (about one standard error of an AUC on a few hundred val images) and its training loss fell.
+LEARNING_MARGIN = 0.02
 
 
 @dataclass
@@ -80,16 +88,62 @@ def parameter_counts(model) -> tuple[int, int]:
     return int(model.count_params()), sum(int(np.prod(w.shape)) for w in model.trainable_weights)
 
 
+def inference_aucs(model, train_input, val_input, data: TrainVal) -> tuple[dict[str, float], np.ndarray]:
+    """AUC of a model in inference mode on the un-augmented training images and on val (inputs:
+    datasets or arrays in the same order as ``data``); returns the AUCs and the val scores."""
+    val_scores = training.predict(model, val_input)
+    aucs = {
+        "train_auc": _auc(data.train.y, training.predict(model, train_input)),
+        "val_auc": _auc(data.val.y, val_scores),
+    }
+    return aucs, val_scores
+
+
+def _auc(y: np.ndarray, scores: np.ndarray) -> float:
+    return evaluation.basic_metrics(y, scores)["auc"]
+
+
+def learning_check(
+    epoch0_val_auc: float, kept_val_auc: float, history: pd.DataFrame, margin: float = LEARNING_MARGIN
+) -> tuple[bool, str]:
+    """Did training add anything? (learned, reason if not): the kept model's val AUC must be above
+    the untrained model's by more than ``margin``, and the training loss must fall below its first
+    epoch's at some later epoch (not checkable after one epoch)."""
+    reasons = []
+    if not kept_val_auc - epoch0_val_auc > margin:
+        reasons.append(
+            f"kept-epoch val AUC {kept_val_auc:.3f} is not above epoch 0's {epoch0_val_auc:.3f} by more than {margin}"
+        )
+    loss = history["loss"].to_numpy()
+    if len(loss) >= 2 and not (loss[1:] < loss[0]).any():
+        reasons.append(f"training loss never fell below its first epoch's ({loss[0]:.4f})")
+    return not reasons, "; ".join(reasons)
+
+
 def training_summary(
-    fit: training.Training, val_metrics: Mapping[str, float], params_total: int, params_trainable: int
+    fit: training.Training,
+    val_metrics: Mapping[str, float],
+    params_total: int,
+    params_trainable: int,
+    epoch0: Mapping[str, float],
+    kept: Mapping[str, float],
 ) -> dict[str, Any]:
-    """The record of one training phase: train metrics at the kept epoch, val metrics of the kept
-    model (with the kept epoch's val loss), epochs, minutes and parameter counts."""
+    """The record of one training phase (see the module docstring). ``epoch0`` and ``kept`` are
+    :func:`inference_aucs` of the untrained and of the kept model."""
     best = fit.best()
+    learned, reason = learning_check(epoch0["val_auc"], val_metrics["auc"], fit.history)
     return {
         "metrics": {"train": {k: best[k] for k in TRAIN_METRICS}, "val": {**val_metrics, "loss": best["val_loss"]}},
+        "last_epoch": {k: v for k, v in fit.last().items() if k in HISTORY_METRICS},
+        "epoch0": dict(epoch0),
+        "kept_epoch_inference": dict(kept),
+        "learned": learned,
+        "did_not_learn": reason or None,
+        "learning_margin": LEARNING_MARGIN,
         "best_epoch": fit.best_epoch,
         "epochs_run": len(fit.history),
+        "epochs_cap": fit.epochs_cap,
+        "stopped_by": fit.stopped_by,
         "execution_minutes": fit.execution_minutes,
         "minutes_per_epoch": fit.minutes_per_epoch,
         "params_total": params_total,
@@ -98,15 +152,26 @@ def training_summary(
 
 
 def record_training(
-    run: Run, fit: training.Training, model, val_metrics: Mapping[str, float], data: TrainVal, **extra: Any
+    run: Run,
+    fit: training.Training,
+    model,
+    val_metrics: Mapping[str, float],
+    data: TrainVal,
+    epoch0: Mapping[str, float],
+    kept: Mapping[str, float],
+    **extra: Any,
 ) -> None:
     """Write a training run's record (see the module docstring) and ``extra`` fields to ``result.json``."""
-    run.record(**training_summary(fit, val_metrics, *parameter_counts(model)), data=data.record(), **extra)
+    summary = training_summary(fit, val_metrics, *parameter_counts(model), epoch0, kept)
+    run.record(**summary, data=data.record(), **extra)
 
 
-def val_metrics(model, dataset, y: np.ndarray) -> dict[str, float]:
-    """Metrics of a model's scores on a val dataset at threshold 0.5."""
-    return evaluation.basic_metrics(y, training.predict(model, dataset))
+def fine_tuning_data(data: TrainVal, params: Mapping[str, Any]) -> tuple[TrainVal, np.ndarray]:
+    """The images of the fine-tuning phase: the head's training images, or a seeded class-balanced
+    subset of ``fine_tune_max_train_images`` of them (fine-tuning runs the whole backbone on every
+    image in every epoch); returns the data and the positions of the training images taken."""
+    train, picked = datasets.take(data.train, params["fine_tune_max_train_images"], params["seed"])
+    return TrainVal(train, data.val, data.manifest_file), picked
 
 
 @dataclass
@@ -117,23 +182,33 @@ class FineTuning:
     model: Any  # the fine-tuned model of the kept epoch
     val_scores: np.ndarray
     layers: int  # backbone layers unfrozen
+    epoch0: dict[str, float]  # the model before fine-tuning (the head phase's kept model)
+    kept: dict[str, float]  # inference-mode AUCs of the fine-tuned model
 
 
-def fine_tune(model, data: TrainVal, params: Mapping[str, Any], folder: Path) -> FineTuning:
+def fine_tune(
+    model, data: TrainVal, params: Mapping[str, Any], folder: Path, epoch0: Mapping[str, float]
+) -> FineTuning:
     """Unfreeze the top ``fine_tune_layers`` backbone layers (BatchNorm stays frozen), recompile at
     ``fine_tune_learning_rate`` and train end to end on images with the study's augmentation;
-    keeps the epoch with the best val AUC (under ``folder/finetune``)."""
+    keeps the epoch with the best val AUC (under ``folder/finetune``). ``epoch0``: the AUCs of
+    ``model`` as it is now (the starting point of this phase)."""
     layers = backbones.unfreeze_top(model, params["fine_tune_layers"])
     features.compile_head(model, params["fine_tune_learning_rate"])
     augment = datasets.augmentation_layers(params["seed"])
     batch = params["batch_size"]
     val_ds = datasets.make_dataset(data.val, batch_size=batch, one_hot=True)
+    train_ds = datasets.make_dataset(
+        data.train, batch_size=batch, shuffle_seed=params["seed"], augment=augment, one_hot=True
+    )
     fit = training.fit(
         model,
-        datasets.make_dataset(data.train, batch_size=batch, shuffle_seed=params["seed"], augment=augment, one_hot=True),
+        train_ds,
         val_ds,
         epochs=params["fine_tune_epochs"],
         folder=Path(folder) / "finetune",
+        patience=params.get("early_stopping_patience"),
     )
     tuned = backbones.load_model(fit.model_path)
-    return FineTuning(fit, tuned, training.predict(tuned, val_ds), layers)
+    kept, val_scores = inference_aucs(tuned, datasets.make_dataset(data.train, batch_size=batch), val_ds, data)
+    return FineTuning(fit, tuned, val_scores, layers, dict(epoch0), kept)

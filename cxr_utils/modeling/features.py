@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -30,12 +32,21 @@ class FeatureSet:
     seconds: float
 
 
-def cache_folder(backbone: str, weights: Weights, size: int, root: Path | None = None) -> Path | None:
-    """One folder per (backbone, weights file hash, size); None for a random-init backbone,
-    whose weights are not a fixed file and whose features must not be reused."""
+def cache_folder(
+    backbone: str, weights: Weights, size: int, policy: str = "float32", root: Path | None = None
+) -> Path | None:
+    """One folder per (backbone, weights file hash, size, precision policy); None for a
+    random-init backbone, whose weights are not a fixed file and whose features must not be
+    reused. Features computed in bfloat16 differ from float32 ones, so they are kept apart."""
     if weights.sha256 is None:
         return None
-    return (root or config.cache_dir() / "features") / f"{backbone}-{weights.sha256[:16]}-{size}px"
+    suffix = "" if policy == "float32" else f"-{policy}"
+    return (root or config.cache_dir() / "features") / f"{backbone}-{weights.sha256[:16]}-{size}px{suffix}"
+
+
+def vector_path(cache: Path, sha256: str) -> Path:
+    """Where the cached feature vector of the image with this file hash lives."""
+    return cache / sha256[:2] / f"{sha256}.npy"
 
 
 def extract(extractor, images: np.ndarray, hashes: list[str], cache: Path | None, batch_size: int = 32) -> FeatureSet:
@@ -45,7 +56,7 @@ def extract(extractor, images: np.ndarray, hashes: list[str], cache: Path | None
     out: list[np.ndarray | None] = [None] * len(hashes)
     if cache is not None:
         for k, digest in enumerate(hashes):
-            path = cache / digest[:2] / f"{digest}.npy"
+            path = vector_path(cache, digest)
             if path.is_file():
                 out[k] = np.load(path)
     todo = [k for k, vec in enumerate(out) if vec is None]
@@ -56,10 +67,23 @@ def extract(extractor, images: np.ndarray, hashes: list[str], cache: Path | None
         for k, vec in zip(chunk, vectors):
             out[k] = vec
             if cache is not None:
-                _save(cache / hashes[k][:2] / f"{hashes[k]}.npy", vec)
+                _save(vector_path(cache, hashes[k]), vec)
     width = int(extractor.output_shape[-1])
     features = np.stack(out) if out else np.zeros((0, width), np.float32)
     return FeatureSet(features, len(todo), len(hashes) - len(todo), time.perf_counter() - started)
+
+
+def extract_lazily(
+    build_extractor: Callable[[], Any], images: np.ndarray, hashes: list[str], cache: Path | None
+) -> FeatureSet:
+    """:func:`extract`, building the extractor only when the cache lacks some image's features."""
+    if cache is not None:
+        paths = [vector_path(cache, digest) for digest in hashes]
+        if paths and all(path.is_file() for path in paths):
+            started = time.perf_counter()
+            vectors = np.stack([np.load(path) for path in paths])
+            return FeatureSet(vectors, 0, len(paths), time.perf_counter() - started)
+    return extract(build_extractor(), images, hashes, cache)
 
 
 def extraction_record(feature_sets: list[FeatureSet], cache: Path | None) -> dict:
@@ -84,7 +108,7 @@ def build_head(features: int, name: str = "head"):
     import keras
 
     inputs = keras.Input((features,), name="features")
-    outputs = keras.layers.Dense(2, activation="softmax", name="classes")(inputs)
+    outputs = keras.layers.Dense(2, activation="softmax", name="classes", dtype="float32")(inputs)
     return keras.Model(inputs, outputs, name=name)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..config import ConfigError, below_minimum
+from ..config import TRAINING_CHOICES, ConfigError, below_minimum, not_one_of
 
 OPTIMIZERS = ("rmsprop", "adam")
 LOSSES = ("binary_crossentropy", "categorical_crossentropy")
@@ -22,6 +22,7 @@ def check_custom_cnn_params(params: Mapping[str, Any]) -> list[str]:
     problems = below_minimum(
         params,
         {
+            "early_stopping_patience": 1,
             "image_size": 1,
             "filter": 1,
             "batch_size": 1,
@@ -32,14 +33,9 @@ def check_custom_cnn_params(params: Mapping[str, Any]) -> list[str]:
         },
         above={"learning_rate": 0},
     )
-    if params["channels"] not in (1, 3):
-        problems.append(f"key 'channels' = {params['channels']!r} must be 1 or 3")
-    if str(params["optimizer"]).lower() not in OPTIMIZERS:
-        problems.append(f"key 'optimizer' = {params['optimizer']!r} is not one of {OPTIMIZERS}")
-    if params["loss"] not in LOSSES:
-        problems.append(f"key 'loss' = {params['loss']!r} is not one of {LOSSES}")
-    if params["activation_output"] not in OUTPUT_ACTIVATIONS:
-        problems.append(f"key 'activation_output' = {params['activation_output']!r} is not one of {OUTPUT_ACTIVATIONS}")
+    choices = {"channels": (1, 3), "loss": LOSSES, "activation_output": OUTPUT_ACTIVATIONS, **TRAINING_CHOICES}
+    problems += not_one_of(params, choices)
+    problems += not_one_of({"optimizer": str(params["optimizer"]).lower()}, {"optimizer": OPTIMIZERS})
     smallest = params["image_size"] // 2 ** (4 + max(params["layers_to_add"], 0))
     if smallest < 1 and params["image_size"] >= 1:
         problems.append(
@@ -85,7 +81,9 @@ def build_custom_cnn(
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dropout(0.5, name="dropout")(x)
     x = layers.Dense(512, activation=activation, name="dense")(x)
-    outputs = layers.Dense(1, activation=activation_output, name="output")(x)
+    outputs = layers.Dense(1, activation=activation_output, name="output", dtype="float32")(
+        x
+    )  # float32 under any policy
     return keras.Model(inputs, outputs, name="custom_cnn")
 
 

@@ -21,6 +21,8 @@ class Training:
     best_epoch: int  # 1-based, by val AUC (first of ties)
     seconds: float
     model_path: Path
+    epochs_cap: int | None = None  # the most epochs allowed
+    stopped_by: str = "epoch cap"  # "epoch cap", or "patience" when early stopping ended it
 
     @property
     def execution_minutes(self) -> float:
@@ -32,7 +34,15 @@ class Training:
 
     def best(self) -> dict[str, float]:
         """The metrics of the best epoch."""
-        row = self.history.loc[self.history["epoch"] == self.best_epoch].iloc[0]
+        return self.epoch(self.best_epoch)
+
+    def last(self) -> dict[str, float]:
+        """The metrics of the last epoch (what a run without checkpointing, like the study's, reports)."""
+        return self.epoch(int(self.history["epoch"].iloc[-1]))
+
+    def epoch(self, epoch: int) -> dict[str, float]:
+        """The history row of one epoch (1-based), without the epoch number."""
+        row = self.history.loc[self.history["epoch"] == epoch].iloc[0]
         return {k: float(v) for k, v in row.items() if k != "epoch"}
 
 
@@ -43,7 +53,7 @@ def seed_everything(seed: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
-def _epoch_timer():
+def _callbacks(monitor: str):
     import keras
 
     class EpochTimer(keras.callbacks.Callback):
@@ -55,32 +65,59 @@ def _epoch_timer():
         def on_epoch_end(self, epoch, logs=None):
             logs["seconds"] = time.perf_counter() - self._start
 
-    return EpochTimer()
+    class KeepBest(keras.callbacks.Callback):
+        """Keeps a copy of the weights of the epoch with the highest ``monitor`` (the first of
+        ties) in memory: one save at the end instead of one per improvement."""
+
+        best_value, best_weights = -np.inf, None
+
+        def on_epoch_end(self, epoch, logs=None):
+            if logs[monitor] > self.best_value:
+                self.best_value, self.best_weights = logs[monitor], [w.copy() for w in self.model.get_weights()]
+
+    return EpochTimer(), KeepBest()
 
 
-def fit(model, train_ds, val_ds, *, epochs: int, folder: Path, monitor: str = "val_auc", verbose: int = 2) -> Training:
-    """Train, saving the best model (by ``monitor``) and ``history.csv`` into ``folder``."""
+def fit(
+    model,
+    train_ds,
+    val_ds,
+    *,
+    epochs: int,
+    folder: Path,
+    monitor: str = "val_auc",
+    verbose: int = 2,
+    patience: int | None = None,
+) -> Training:
+    """Train; afterwards ``model`` holds the weights of the best epoch (by ``monitor``; the first
+    of ties), saved with ``history.csv`` into ``folder``. With ``patience``, stop once ``monitor``
+    has not improved for that many epochs."""
     import keras
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    model_path = folder / MODEL_FILE
-    checkpoint = keras.callbacks.ModelCheckpoint(model_path, monitor=monitor, mode="max", save_best_only=True)
+    timer, keep = _callbacks(monitor)
+    callbacks = [timer, keep]
+    if patience:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=patience))
     started = time.perf_counter()
     result = model.fit(
         train_ds,
         validation_data=val_ds,
         epochs=epochs,
         shuffle=False,  # tf.data shuffles
-        callbacks=[_epoch_timer(), checkpoint],
+        callbacks=callbacks,
         verbose=verbose,
     )
     seconds = time.perf_counter() - started
+    model.set_weights(keep.best_weights)
+    model.save(folder / MODEL_FILE)
     history = pd.DataFrame(result.history)
     history.insert(0, "epoch", np.arange(1, len(history) + 1))
     history.to_csv(folder / HISTORY_FILE, index=False)
-    best_epoch = int(history.loc[history[monitor].idxmax(), "epoch"]) if monitor in history else len(history)
-    return Training(history, best_epoch, seconds, model_path)
+    best_epoch = int(history.loc[history[monitor].idxmax(), "epoch"])
+    stopped_by = "patience" if patience and len(history) < epochs else "epoch cap"
+    return Training(history, best_epoch, seconds, folder / MODEL_FILE, epochs, stopped_by)
 
 
 def predict(model, dataset) -> np.ndarray:

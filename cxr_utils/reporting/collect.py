@@ -14,34 +14,16 @@ import pandas as pd
 from .. import registry
 from ..runs import results
 
+# fmt: off
 TABLE_COLUMNS = [
-    "kind",
-    "run",
-    "study_run",
-    "model",
-    "weights",
-    "profile",
-    "size",
-    "epochs",
-    "execution_minutes",
-    "minutes_per_epoch",
-    "accuracy",
-    "val_accuracy",
-    "auc",
-    "val_auc",
-    "loss",
-    "val_loss",
-    "filter",
-    "batch_size",
-    "activation_output",
-    "optimizer",
-    "learning_rate",
-    "best_epoch",
-    "params_total",
-    "params_trainable",
-    "degenerate",
-    "commit",
+    "kind", "run", "role", "seed", "screened_as", "study_run", "model", "weights", "profile", "precision", "size",
+    "epochs", "epochs_run", "stopped_by", "execution_minutes", "minutes_per_epoch", "accuracy", "val_accuracy",
+    "auc", "val_auc", "loss", "val_loss", "last_accuracy", "last_val_accuracy", "last_auc", "last_val_auc",
+    "last_loss", "last_val_loss", "epoch0_val_auc", "epoch0_train_auc", "kept_train_auc", "val_auc_gain",
+    "learned", "did_not_learn", "filter", "batch_size", "activation_output", "optimizer", "learning_rate",
+    "fine_tune_layers", "best_epoch", "params_total", "params_trainable", "degenerate", "commit",
 ]
+# fmt: on
 
 
 class RunKey(NamedTuple):
@@ -100,9 +82,21 @@ def not_run(out: str | Path | None = None) -> pd.DataFrame:
 # test checks that real runs of 02 and 03 carry every one of these keys.
 RESULT_COLUMNS = {
     "run": "run",
+    "role": "role",
+    "seed": "effective.seed",
+    "screened_as": "screened_as",
+    "precision": "precision.policy",
     "profile": "profile",
     "study_run": "effective.study_run",
     "size": "effective.image_size",
+    "epochs_run": "epochs_run",
+    "stopped_by": "stopped_by",
+    "epoch0_val_auc": "epoch0.val_auc",
+    "epoch0_train_auc": "epoch0.train_auc",
+    "kept_train_auc": "kept_epoch_inference.train_auc",
+    "learned": "learned",
+    "did_not_learn": "did_not_learn",
+    **{f"last_{m}": f"last_epoch.{m}" for m in ("accuracy", "val_accuracy", "auc", "val_auc", "loss", "val_loss")},
     "epochs": "effective.epochs",
     "batch_size": "effective.batch_size",
     "learning_rate": "effective.learning_rate",
@@ -126,7 +120,11 @@ KIND_COLUMNS = {
         "optimizer": "effective.optimizer",
         "degenerate": "degenerate",
     },
-    "transfer": {"model": "effective.backbone", "weights": "weights.label"},
+    "transfer": {
+        "model": "effective.backbone",
+        "weights": "weights.label",
+        "fine_tune_layers": "effective.fine_tune_layers",
+    },
 }
 KIND_DEFAULTS = {  # what the study's set-up fixes for a kind
     "custom": {"model": "custom CNN", "weights": "from scratch"},
@@ -147,28 +145,54 @@ def lookup(result: dict, dotted: str):
     return value
 
 
+def has_key(result: dict, dotted: str) -> bool:
+    """Whether ``result`` holds the dotted key at all (its value may be None)."""
+    *parents, last = dotted.split(".")
+    holder = lookup(result, ".".join(parents)) if parents else result
+    return isinstance(holder, dict) and last in holder
+
+
 def _row(kind: str, result: dict) -> dict:
     columns = {**RESULT_COLUMNS, **KIND_COLUMNS[kind]}
     row = {"kind": kind, **KIND_DEFAULTS[kind], **{column: lookup(result, key) for column, key in columns.items()}}
     row["degenerate"] = bool(row["degenerate"])
     row["commit"] = (row["commit"] or "")[:12]
+    row["role"] = row["role"] or "screening"
+    if row["val_auc"] is not None and row["epoch0_val_auc"] is not None:
+        row["val_auc_gain"] = row["val_auc"] - row["epoch0_val_auc"]
     return row
 
 
-def runs_table(profile: str | None = None, out: str | Path | None = None) -> pd.DataFrame:
-    """One row per completed custom and transfer run (the study's Table 1 columns and more)."""
+def runs_table(profile: str | None = None, out: str | Path | None = None, role: str | None = None) -> pd.DataFrame:
+    """One row per completed custom and transfer run (the study's Table 1 columns and more);
+    ``role`` keeps only screening runs or only final fits."""
     rows = [
         _row(kind, result)
         for kind, notebook in registry.TRAINING.items()
         for result in completed_runs(notebook, out, include_smoke=profile == "smoke")
         if profile is None or result["profile"] == profile
     ]
-    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
+    table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
+    return table if role is None else table[table["role"] == role].reset_index(drop=True)
 
 
-def choose_on_val(table: pd.DataFrame, kind: str) -> RunKey | None:
-    """The run of ``kind`` with the highest val AUC, degenerate runs excluded (first name on ties)."""
-    candidates = table[(table["kind"] == kind) & ~table["degenerate"] & table["val_auc"].notna()]
+def ineligible(row, fine_tune: bool = True) -> str | None:
+    """Why a screening run may not be chosen (None when it may): degenerate set-ups, runs that did
+    not learn, and fine-tuned runs where the profile does not refit them."""
+    if row.degenerate:
+        return "degenerate set-up"
+    if row.learned is not None and not pd.isna(row.learned) and not bool(row.learned):
+        return f"did not learn ({row.did_not_learn})"
+    if not fine_tune and row.kind == "transfer" and (row.fine_tune_layers or 0) > 0:
+        return "fine-tuned: not refitted at this profile"
+    return None
+
+
+def choose_on_val(table: pd.DataFrame, kind: str, fine_tune: bool = True) -> RunKey | None:
+    """The screening run of ``kind`` with the highest val AUC among the eligible ones (see
+    :func:`ineligible`); on ties the first run name."""
+    candidates = table[(table["kind"] == kind) & (table["role"] == "screening") & table["val_auc"].notna()]
+    candidates = candidates[[ineligible(row, fine_tune) is None for row in candidates.itertuples()]]
     if candidates.empty:
         return None
     return RunKey(kind, str(candidates.sort_values(["val_auc", "run"], ascending=[False, True]).iloc[0]["run"]))
@@ -189,3 +213,40 @@ def load_histories(table: pd.DataFrame, out: str | Path | None = None) -> dict[R
         RunKey(row.kind, row.run): pd.read_csv(history_file(registry.TRAINING[row.kind].run_folder(row.run, out)))
         for row in table.itertuples()
     }
+
+
+SCREENING_VIEW = [
+    "kind", "run", "study_run", "model", "weights", "size", "epochs", "epochs_run", "best_epoch", "epoch0_val_auc",
+    "val_auc", "val_auc_gain", "epoch0_train_auc", "kept_train_auc", "auc", "learned", "degenerate",
+]  # fmt: skip
+LAST_VS_KEPT = [
+    "kind", "run", "epochs_run", "best_epoch", "last_val_accuracy", "val_accuracy", "last_val_auc", "val_auc",
+    "last_val_loss", "val_loss",
+]  # fmt: skip
+FINAL_VIEW = [
+    "kind", "screened_as", "run", "seed", "size", "epochs", "epochs_run", "stopped_by", "best_epoch",
+    "epoch0_val_auc", "val_auc", "val_auc_gain", "epoch0_train_auc", "kept_train_auc", "execution_minutes",
+]  # fmt: skip
+
+
+def eligibility(table: pd.DataFrame, fine_tune: bool = True) -> pd.DataFrame:
+    """Each screening run's val AUC and whether it may be chosen (or why not)."""
+    screening = table[table["role"] == "screening"]
+    reasons = [ineligible(row, fine_tune) or "eligible" for row in screening.itertuples()]
+    return (
+        screening[["kind", "run", "val_auc"]]
+        .assign(eligible=reasons)
+        .sort_values(["kind", "val_auc"], ascending=[True, False])
+    )
+
+
+def seed_spread(final: pd.DataFrame, columns: tuple[str, ...] = ("epoch0_val_auc", "val_auc", "kept_train_auc")):
+    """Mean and min-max over seeds of each final-fit configuration (one row per kind)."""
+    rows = []
+    for (kind, screened_as), part in final.groupby(["kind", "screened_as"]):
+        row = {"kind": kind, "screened_as": screened_as, "seeds": len(part)}
+        for column in columns:
+            values = part[column].astype(float)
+            row[column] = f"{values.mean():.3f} ({values.min():.3f}-{values.max():.3f})"
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -109,16 +110,34 @@ def duplicate_pairs(pairs: pd.DataFrame, root: str | Path, n: int = 4, path: str
 
 
 def training_curves(
-    history: pd.DataFrame, title: str, best_epoch: int | None = None, path: str | Path | None = None
+    history: pd.DataFrame,
+    title: str,
+    best_epoch: int | None = None,
+    path: str | Path | None = None,
+    epoch0: Mapping[str, float] | None = None,
 ) -> plt.Figure:
-    """Accuracy, AUC and loss by epoch, train vs val, with the best epoch marked."""
+    """Accuracy, AUC and loss by epoch, train (training mode) vs val, with the kept epoch marked
+    and, given ``epoch0``, the untrained model's inference-mode AUCs drawn at epoch 0."""
     _require(history, "the training history")
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.3))
     for ax, metric in zip(axes, ("accuracy", "auc", "loss")):
-        ax.plot(history["epoch"], history[metric], marker="o", ms=3, label="train")
-        ax.plot(history["epoch"], history[f"val_{metric}"], marker="o", ms=3, label="val")
+        train = ax.plot(history["epoch"], history[metric], marker="o", ms=3, label="train (training mode)")[0]
+        val = ax.plot(history["epoch"], history[f"val_{metric}"], marker="o", ms=3, label="val")[0]
+        if metric == "auc" and epoch0:
+            ax.plot(
+                [0],
+                [epoch0["train_auc"]],
+                marker="s",
+                ls="",
+                color=train.get_color(),
+                mfc="white",
+                label="train, untrained (inference)",
+            )
+            ax.plot([0], [epoch0["val_auc"]], marker="s", ls="", color=val.get_color(), label="val, untrained")
+            ax.axhline(epoch0["val_auc"], color=val.get_color(), ls="--", lw=0.8)
+            ax.legend(fontsize=7, loc="lower right")
         if best_epoch:
-            ax.axvline(best_epoch, color="grey", ls=":", lw=1, label="best (val AUC)")
+            ax.axvline(best_epoch, color="grey", ls=":", lw=1, label="kept (best val AUC)")
         ax.set(title=metric, xlabel="epoch")
     axes[0].legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
@@ -132,42 +151,50 @@ def confusion_matrix(counts, title: str, path: str | Path | None = None) -> plt.
 
 
 def val_auc_by_run(table: pd.DataFrame, study_auc: dict | None = None, path: str | Path | None = None) -> plt.Figure:
-    """Val AUC of every custom run (degenerate runs hatched), with the study's value as a marker."""
-    _require(table[table["kind"] == "custom"], "the table of custom runs")
-    runs = table[table["kind"] == "custom"].sort_values("run")
-    fig, ax = plt.subplots(figsize=(9, 3.4))
-    bars = ax.bar(runs["run"], runs["val_auc"], color=["#bbbbbb" if d else "#2e86c1" for d in runs["degenerate"]])
+    """Val AUC of every custom screening run beside its epoch-0 (untrained) val AUC; degenerate
+    runs hatched, runs that did not learn in grey; the study's value as a black mark."""
+    runs = table[(table["kind"] == "custom") & (table["role"] == "screening")].sort_values("run")
+    _require(runs, "the table of custom runs")
+    fig, ax = plt.subplots(figsize=(9.5, 3.6))
+    xs = np.arange(len(runs))
+    learned = [bool(v) if v is not None and not pd.isna(v) else True for v in runs["learned"]]
+    colours = ["#bbbbbb" if d or not ok else "#2e86c1" for d, ok in zip(runs["degenerate"], learned)]
+    bars = ax.bar(xs + 0.2, runs["val_auc"], 0.4, color=colours, label="kept epoch (grey: did not learn)")
     for bar, degenerate in zip(bars, runs["degenerate"]):
         if degenerate:
             bar.set_hatch("//")
+    ax.bar(xs - 0.2, runs["epoch0_val_auc"], 0.4, color="#f5b041", label="epoch 0 (untrained)")
     if study_auc:
-        xs = [r for r in runs["run"] if study_auc.get(r) is not None]
-        ax.scatter(
-            xs,
-            [study_auc[r] for r in xs],
-            color="black",
-            marker="_",
-            s=300,
-            zorder=3,
-            label="the study's val AUC (its own data and split)",
-        )
-        ax.legend(fontsize=8, loc="lower left")
+        marked = [(x, study_auc[r]) for x, r in zip(xs, runs["run"]) if study_auc.get(r) is not None]
+        ax.scatter(*zip(*marked), color="black", marker="_", s=300, zorder=3, label="the study (its own data)")
     ax.axhline(0.5, color="grey", lw=0.8, ls=":")
-    ax.set(ylim=(0, 1), ylabel="val AUC", title="Custom CNN grid: val AUC per run (hatched: degenerate set-up)")
-    ax.tick_params(axis="x", rotation=45)
+    ax.set_xticks(xs, runs["run"], rotation=45)
+    ax.set(
+        ylim=(0, 1), ylabel="val AUC", title="Custom CNN grid: val AUC before and after training (hatched: degenerate)"
+    )
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     return _save(fig, path)
 
 
 def overfitting_panel(histories: dict[str, pd.DataFrame], path: str | Path | None = None) -> plt.Figure:
-    """Train minus val accuracy by epoch, one line per run (above 0: fits train better than val)."""
+    """Train minus val accuracy by epoch, one small panel per run (above 0: fits train better
+    than val), all panels on the same axes."""
     _require(histories, "the run histories")
-    fig, ax = plt.subplots(figsize=(8, 3.6))
-    for name, history in sorted(histories.items()):
-        ax.plot(history["epoch"], history["accuracy"] - history["val_accuracy"], marker=".", lw=1, label=name)
-    ax.axhline(0, color="grey", lw=0.8)
-    ax.set(xlabel="epoch", ylabel="train - val accuracy", title="Overfitting: train-val accuracy gap by epoch")
-    ax.legend(fontsize=7, ncol=3, loc="upper left", bbox_to_anchor=(1.01, 1))
+    names = sorted(histories)
+    cols = min(5, len(names))
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols, 1.9 * rows), sharex=True, sharey=True, squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        history = histories[name]
+        ax.plot(history["epoch"], history["accuracy"] - history["val_accuracy"], marker=".", lw=1)
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_title(name, fontsize=8)
+    for ax in axes.flat[len(names) :]:
+        ax.axis("off")
+    fig.supxlabel("epoch", fontsize=9)
+    fig.supylabel("train - val accuracy", fontsize=9)
+    fig.suptitle("Overfitting: train (training mode) minus val accuracy by epoch", fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
 

@@ -6,19 +6,15 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .. import config, registry
 from . import runner
 
+if TYPE_CHECKING:
+    from .distributed import DaskExecutor
+
 PROVISIONED = ("xception",)  # weights the main job provisions offline before its stages
-
-
-def stage_params(stage: registry.Stage) -> list[Path]:
-    """The params files a stage runs (an error names the stage when none match)."""
-    files = sorted(config.PROJECT_ROOT.glob(stage.params_glob))
-    if not files:
-        raise config.ConfigError(f"stage '{stage.name}': no params files match {stage.params_glob}")
-    return files
 
 
 def run_pipeline(
@@ -29,9 +25,11 @@ def run_pipeline(
     force: bool = False,
     export_to: str | Path | None = registry.REPORT_DIR,
     provision: Sequence[str] = (),
+    executor: DaskExecutor | None = None,
 ) -> bool:
     """Provision the named weights, then run every stage in order into one output root (``out``,
     else ``CXR_OUTPUT_DIR``, else ``outputs/``), export the report, print each stage's wall time.
+    With ``executor``, the runs of each stage go to Dask workers in parallel; stages stay in order.
 
     Returns False if any run failed (the report is then not exported).
     """
@@ -40,10 +38,12 @@ def run_pipeline(
         provision_weights(backbone, base)
     timings, ok = [], True
     for stage in stages:
-        files = stage_params(stage)
-        print(f"== stage: {stage.name} ({len(files)} runs)", flush=True)
         started = time.monotonic()
-        outcomes = runner.run_batch(stage.notebook.path, files, profile=profile, out=base, force=force or stage.always)
+        files = stage.params_files(profile, base)
+        print(f"== stage: {stage.name} ({len(files)} runs)", flush=True)
+        outcomes = runner.run_batch(
+            stage.notebook.path, files, profile=profile, out=base, force=force or stage.always, executor=executor
+        )
         timings.append((stage.name, time.monotonic() - started))
         if any(o.status == "failed" for o in outcomes):
             ok = False
@@ -52,7 +52,7 @@ def run_pipeline(
         from ..reporting.export import export_run
 
         started = time.monotonic()
-        report_run = Path(stages[-1].params_glob).stem
+        report_run = next(Path(s.params_glob).stem for s in stages if s.notebook is registry.REPORT)
         print(f"report written to {export_run(report_run, export_to, base)}", flush=True)
         timings.append(("export", time.monotonic() - started))
     print(f"\nstage wall times (profile {profile}):")

@@ -7,11 +7,13 @@ and calls :meth:`Run.complete` in its last cell. A folder whose ``result.json`` 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
 import shutil
 import subprocess
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -93,6 +95,20 @@ def is_complete(folder: str | Path) -> bool:
     return bool(result) and result.get("status") == "complete"
 
 
+def differs_from(folder: str | Path, params: Mapping[str, Any], profile: str) -> str:
+    """What differs between a folder's recorded run and a planned one (its params file's values
+    and profile); empty when nothing does or nothing is recorded."""
+    result = read_result(folder)
+    if not result:
+        return ""
+    changes = [f"profile {result.get('profile')} -> {profile}"] if result.get("profile") != profile else []
+    requested = result.get("requested", {})
+    changes += [
+        f"{key} {requested.get(key)!r} -> {value!r}" for key, value in params.items() if requested.get(key) != value
+    ]
+    return "; ".join(changes)
+
+
 def set_aside(folder: str | Path) -> Path | None:
     """Move an existing run folder to ``<folder>.previous`` (replacing an older one); say so."""
     folder = Path(folder)
@@ -157,8 +173,28 @@ class Run:
         self.save()
         print(f"run complete: {self.folder / RESULT_FILE}")
 
+    @contextlib.contextmanager
+    def phase(self, name: str):
+        """Time a part of the run: ``with run.phase("training"): ...`` adds its seconds to ``phases``."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.result.setdefault("phases", {})[name] = round(time.perf_counter() - started, 3)
+            self.save()
+
     def save(self) -> None:
         write_json(self.folder / RESULT_FILE, self.result)
+
+
+def seconds_since_process_start() -> float | None:
+    """How long this process has run (in a notebook: kernel start and imports so far)."""
+    try:
+        import psutil
+
+        return round(time.time() - psutil.Process().create_time(), 3)
+    except (ImportError, OSError):
+        return None
 
 
 def start_run(
@@ -191,6 +227,7 @@ def start_run(
         "status": "running",
         "warnings": [],
         "metrics": {},
+        "phases": {"kernel_start_and_imports": seconds_since_process_start()},
         "provenance": {
             "git_commit": git_commit(),
             "started": now(),

@@ -6,7 +6,8 @@ Each run goes to ``<out>/<notebook-stem>/<params-stem>/``. Every params file is 
 against the notebook's ``parameters`` cell before anything runs. A run whose folder already
 holds a complete result is skipped unless ``--force``; an earlier folder is never overwritten
 but moved aside to ``<folder>.previous``. Kernels inherit ``CXR_OUTPUT_DIR`` set to the batch's
-output root, so a notebook finds earlier runs and caches where the batch writes.
+output root, so a notebook finds earlier runs and caches where the batch writes. With
+``--executor dask`` the runs go to Dask workers instead (:mod:`cxr_utils.runs.distributed`).
 """
 
 from __future__ import annotations
@@ -17,10 +18,13 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import config, registry
 from . import results
+
+if TYPE_CHECKING:
+    from .distributed import DaskExecutor
 
 EXECUTED_NOTEBOOK = "notebook.ipynb"
 
@@ -131,8 +135,11 @@ def execute_one(
     else:
         error = "the notebook ended without marking its run complete"
     seconds = time.monotonic() - started
-    status = str((results.read_result(folder) or {}).get("status", ""))
+    result = results.read_result(folder) or {}
+    status = str(result.get("status", ""))
     if status == "complete":
+        result["phases"] = {**result.get("phases", {}), "wall_with_kernel": round(seconds, 3)}
+        results.write_json(folder / results.RESULT_FILE, result)
         return Outcome(name, folder, "complete", seconds)
     if status.startswith("skipped"):  # the notebook stopped itself with a reason
         return Outcome(name, folder, "not run", seconds, status.split(": ", 1)[-1])
@@ -185,17 +192,22 @@ def run_batch(
     out: str | Path | None = None,
     force: bool = False,
     kernel: str | None = None,
+    executor: DaskExecutor | None = None,
 ) -> list[Outcome]:
-    """Execute ``notebook`` once per params file; returns one outcome per file."""
+    """Execute ``notebook`` once per params file; returns one outcome per file. The runs go one
+    after another here, or to ``executor`` (Dask workers, see :mod:`cxr_utils.runs.distributed`)."""
     nb_path = config.notebook_path(notebook)
     config.load_profile(profile)  # fail early on an unknown profile
     planned = plan_runs(str(nb_path), params_files, profile)
     base = Path(out).resolve() if out else config.output_root()
     with output_root_for_kernels(base):
-        outcomes = [
-            _run_or_skip(nb_path, name, params, base, f"[{index}/{len(planned)}]", profile, force, kernel)
-            for index, (name, params) in enumerate(planned, start=1)
-        ]
+        if executor is not None:
+            outcomes = executor.run(nb_path, planned, base, profile=profile, force=force, kernel=kernel)
+        else:
+            outcomes = [
+                _run_or_skip(nb_path, name, params, base, f"[{index}/{len(planned)}]", profile, force, kernel)
+                for index, (name, params) in enumerate(planned, start=1)
+            ]
     print(summary_line(outcomes), flush=True)
     return outcomes
 
@@ -218,15 +230,35 @@ def _run_or_skip(
     force: bool,
     kernel: str | None,
 ) -> Outcome:
-    """One params file: skipped when complete (unless ``force``), otherwise run into a fresh folder."""
+    """One params file: skipped when a complete result of the same params and profile is there
+    (unless ``force``), otherwise run into a fresh folder (an earlier one is set aside)."""
     folder = base / nb_path.stem / name
     prefix = f"{counter} {nb_path.stem}/{name}"
-    if results.is_complete(folder) and not force:
-        print(f"{prefix}: skipped (complete result in {folder}; --force to redo)", flush=True)
-        return Outcome(name, folder, "done before", detail="already complete")
-    results.set_aside(folder)
+    skipped = skip_or_set_aside(folder, name, params, prefix, profile, force)
+    if skipped:
+        return skipped
     print(f"{prefix}: running (profile {profile})", flush=True)
     outcome = execute_one(nb_path, name, params, folder, profile, kernel)
-    detail = f": {outcome.detail}" if outcome.detail else ""
-    print(f"{prefix}: {outcome.status} in {outcome.seconds:.1f} s{detail}", flush=True)
+    print(outcome_line(prefix, outcome), flush=True)
     return outcome
+
+
+def skip_or_set_aside(
+    folder: Path, name: str, params: dict[str, Any], prefix: str, profile: str, force: bool
+) -> Outcome | None:
+    """The decision for one params file: a "done before" outcome when the folder holds a complete
+    result of the same params and profile (unless ``force``); else None, the folder set aside."""
+    stale = results.differs_from(folder, params, profile)
+    if results.is_complete(folder) and not force and not stale:
+        print(f"{prefix}: skipped (complete result in {folder}; --force to redo)", flush=True)
+        return Outcome(name, folder, "done before", detail="already complete")
+    if results.is_complete(folder) and stale:
+        print(f"{prefix}: the complete result in {folder} was made with other settings ({stale}); redoing", flush=True)
+    results.set_aside(folder)
+    return None
+
+
+def outcome_line(prefix: str, outcome: Outcome) -> str:
+    """ "[2/14] 02_custom_cnn/run02: complete in 61.2 s" (with the detail of a failed or skipped run)."""
+    detail = f": {outcome.detail}" if outcome.detail else ""
+    return f"{prefix}: {outcome.status} in {outcome.seconds:.1f} s{detail}"
