@@ -1,9 +1,11 @@
 # cxr-covid: two commands on a fresh machine.
-#   make report   create .venv, install, run the main job (PROFILE=default|full|paper|smoke)
+#   make report   create .venv, install, run the main job (PROFILE=default|full|paper|smoke;
+#                 WORKERS=N runs each stage's runs on N local Dask workers)
 #   make test     create .venv if missing, lint, run the unit tests and the notebooks (nbval)
 #   make lint     ruff (lint + format check) over the package, tests, benchmarks and notebooks
 PYTHON ?= python3.11
 PROFILE ?= default
+WORKERS ?=
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -20,7 +22,7 @@ $(STAMP): pyproject.toml
 env: $(STAMP)
 
 report: $(STAMP)
-	$(PY) -m cxr_utils pipeline --profile $(PROFILE)
+	$(PY) -m cxr_utils pipeline --profile $(PROFILE)$(if $(WORKERS), --executor dask --workers $(WORKERS))
 
 test: lint chromium
 	CXR_OFFLINE=1 $(VENV)/bin/pytest --nbval tests notebooks

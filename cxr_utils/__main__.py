@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 
 from . import config, registry
@@ -25,6 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", default=None, help="output root (default: CXR_OUTPUT_DIR or outputs/)")
     run.add_argument("--force", action="store_true", help="redo runs that already have a complete result")
     run.add_argument("--kernel", default=None, help="Jupyter kernel (default: the notebook's own)")
+    _executor_options(run)
 
     pipeline = sub.add_parser("pipeline", help="the main job: every stage in order (make report)")
     pipeline.add_argument("--profile", default="default")
@@ -36,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
         "--report-dir", default=None, help="where the report is exported (default: report/, or <out>/report with --out)"
     )
     pipeline.add_argument("--no-provision", action="store_true", help="do not provision Xception weights first")
+    _executor_options(pipeline)
 
     data = sub.add_parser("data", help="data commands")
     data_sub = data.add_subparsers(dest="data_command", required=True)
@@ -65,14 +68,48 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _executor_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("executor", "where the runs go (README: Running on a cluster)")
+    group.add_argument(
+        "--executor", choices=("sequential", "dask"), default="sequential", help="one after another, or Dask tasks"
+    )
+    group.add_argument("--scheduler", default=None, help="dask: a running scheduler's address, e.g. tls://host:8786")
+    group.add_argument("--workers", type=int, default=None, help="dask: start N local workers (127.0.0.1 only)")
+    group.add_argument("--gpus-per-run", type=int, default=0, help="dask: GPUs (worker resource GPU) each run holds")
+    group.add_argument("--tls-ca-file", default=None, help="dask: CA certificate of the scheduler's TLS")
+    group.add_argument("--tls-cert", default=None, help="dask: this client's TLS certificate")
+    group.add_argument("--tls-key", default=None, help="dask: this client's TLS private key")
+
+
+def _executor(args: argparse.Namespace) -> contextlib.AbstractContextManager:
+    """A context yielding the Dask executor the options ask for, or None (sequential)."""
+    tls = (args.tls_ca_file, args.tls_cert, args.tls_key)
+    if args.executor == "sequential":
+        if args.scheduler or args.workers or args.gpus_per_run or any(tls):
+            raise config.ConfigError("--scheduler, --workers, --gpus-per-run and --tls-* need --executor dask")
+        return contextlib.nullcontext()
+    if any(tls) and not all(tls):
+        raise config.ConfigError("TLS needs all of --tls-ca-file, --tls-cert and --tls-key")
+    from .runs.distributed import DaskExecutor
+
+    return DaskExecutor(args.scheduler, args.workers, args.gpus_per_run, tls if all(tls) else None)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     args = _parser().parse_args(argv)
     try:
         if args.command == "run":
-            outcomes = runner.run_batch(
-                args.notebook, args.params, profile=args.profile, out=args.out, force=args.force, kernel=args.kernel
-            )
+            with _executor(args) as executor:
+                outcomes = runner.run_batch(
+                    args.notebook,
+                    args.params,
+                    profile=args.profile,
+                    out=args.out,
+                    force=args.force,
+                    kernel=args.kernel,
+                    executor=executor,
+                )
             return 1 if any(o.status == "failed" for o in outcomes) else 0
         if args.command == "report":
             from .reporting.export import export_run
@@ -84,13 +121,15 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "pipeline":
             report_dir = args.report_dir or (f"{args.out}/report" if args.out else registry.REPORT_DIR)
-            ok = main_job.run_pipeline(
-                profile=args.profile,
-                out=args.out,
-                force=args.force,
-                export_to=report_dir,
-                provision=() if args.no_provision else main_job.PROVISIONED,
-            )
+            with _executor(args) as executor:
+                ok = main_job.run_pipeline(
+                    profile=args.profile,
+                    out=args.out,
+                    force=args.force,
+                    export_to=report_dir,
+                    provision=() if args.no_provision else main_job.PROVISIONED,
+                    executor=executor,
+                )
             return 0 if ok else 1
         root, _ = config.data_root_setting(args.root)
         download.download(args.sources, root, git_base=args.git_base, latest=args.latest)
