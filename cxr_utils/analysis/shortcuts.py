@@ -1,0 +1,265 @@
+"""Shortcut probes: what a model could be using instead of the disease.
+
+The sources and the labels of this data are confounded (most non-COVID images come from one
+collection), and published reviews of COVID-19 chest X-ray models found that such models mostly
+learn the hospital, not the disease. The probes here measure how far that goes:
+
+- a logistic regression on image statistics that carry no disease information;
+- untrained networks and frozen ImageNet features with only a logistic head;
+- a probe predicting the *source* from the same features;
+- AUC within each source, leave-one-source-out, and a single-source training set;
+- occlusion of the central lung field, or of everything but it.
+
+Every score comes with group-bootstrap intervals (:mod:`cxr_utils.analysis.evaluation`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedGroupKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from ..data.images import ImageReadError, load_gray8
+from . import evaluation
+
+MIN_PER_CLASS = 10  # below this many images of a class, no AUC is shown ("too few")
+PERCENTILES = (1, 5, 25, 50, 75, 95, 99)
+MODES = ("L", "RGB", "RGBA", "P", "LA", "I;16", "I", "1", "F")
+FORMATS = (".png", ".jpg", ".jpeg")
+
+
+# --------------------------------------------------------------------------- trivial features
+
+
+def image_statistics(gray: np.ndarray, border: float = 0.05) -> dict[str, float]:
+    """Statistics of one decoded 8-bit image that carry no disease information: intensity mean,
+    spread and percentiles, the share of near-black pixels in the outer border band, and the
+    share of near-white pixels in the corners (burned-in text, markers and rulers sit there)."""
+    h, w = gray.shape
+    band_h, band_w = max(1, int(h * border)), max(1, int(w * border))
+    edge = np.concatenate(
+        [gray[:band_h].ravel(), gray[-band_h:].ravel(), gray[:, :band_w].ravel(), gray[:, -band_w:].ravel()]
+    )
+    ch, cw = max(1, h // 6), max(1, w // 6)
+    corners = np.concatenate(
+        [gray[:ch, :cw].ravel(), gray[:ch, -cw:].ravel(), gray[-ch:, :cw].ravel(), gray[-ch:, -cw:].ravel()]
+    )
+    stats = {"mean": float(gray.mean()), "std": float(gray.std())}
+    stats.update({f"p{q}": float(v) for q, v in zip(PERCENTILES, np.percentile(gray, PERCENTILES))})
+    stats["border_black"] = float((edge < 10).mean())
+    stats["corner_white"] = float((corners > 245).mean())
+    return stats
+
+
+def trivial_features(manifest: pd.DataFrame, root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One row of disease-free features per image (statistics, original width/height/aspect,
+    pixel mode and file format as one-hot columns), indexed like ``manifest``; and the images
+    that could not be read (skipped, with the reason)."""
+    rows, failures = {}, []
+    for row in manifest.itertuples():
+        try:
+            stats = image_statistics(load_gray8(Path(root) / row.path))
+        except ImageReadError as err:
+            failures.append({"image_id": row.image_id, "path": row.path, "reason": err.reason})
+            continue
+        stats.update(width=float(row.width), height=float(row.height), aspect=row.width / row.height)
+        stats.update({f"mode_{m}": float(row.mode == m) for m in MODES})
+        suffix = Path(row.path).suffix.lower()
+        stats.update({f"format_{f[1:]}": float(suffix == f) for f in FORMATS})
+        rows[row.Index] = stats
+    return pd.DataFrame.from_dict(rows, orient="index"), pd.DataFrame(failures, columns=["image_id", "path", "reason"])
+
+
+# --------------------------------------------------------------------------- probes
+
+
+def logistic_probe(seed: int = 0):
+    """Standardised features, then a logistic regression (multinomial for several classes)."""
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0, random_state=seed))
+
+
+def scores_of(model, x: np.ndarray) -> np.ndarray:
+    """P(class 1) of a fitted binary probe."""
+    return model.predict_proba(x)[:, 1]
+
+
+@dataclass
+class Scored:
+    """A probe's scores on some images, with what the intervals need."""
+
+    name: str
+    split: str
+    y: np.ndarray
+    scores: np.ndarray
+    groups: np.ndarray
+
+    def auc(self, n_boot: int, seed: int) -> dict[str, float]:
+        """AUC with its group-bootstrap interval, and the images behind it."""
+        ci = evaluation.bootstrap_metrics(self.y, self.scores, self.groups, n_boot=n_boot, seed=seed)["auc"]
+        return {
+            "probe": self.name,
+            "split": self.split,
+            "n": len(self.y),
+            "covid": int(self.y.sum()),
+            "auc": ci["value"],
+            "low": ci["low"],
+            "high": ci["high"],
+        }
+
+
+def fit_and_score(
+    name: str,
+    features: np.ndarray,
+    manifest: pd.DataFrame,
+    seed: int = 0,
+    splits: tuple[str, ...] = ("test", "external"),
+) -> list[Scored]:
+    """Fit a logistic probe on the train rows, score the given splits (features row-aligned to
+    ``manifest``; labels from its ``label`` column)."""
+    y = (manifest["label"] == "COVID").to_numpy(int)
+    split = manifest["split"].to_numpy()
+    model = logistic_probe(seed).fit(features[split == "train"], y[split == "train"])
+    return [
+        Scored(
+            name, s, y[split == s], scores_of(model, features[split == s]), manifest["group_id"].to_numpy()[split == s]
+        )
+        for s in splits
+        if (split == s).any()
+    ]
+
+
+def source_probe(
+    features: np.ndarray, sources: np.ndarray, groups: np.ndarray, folds: int = 5, seed: int = 0
+) -> tuple[float, pd.DataFrame]:
+    """Predict each image's source from its features with a logistic probe, cross-validated over
+    groups (a group's images are never on both sides); returns accuracy and the confusion
+    matrix (rows: true source, columns: predicted)."""
+    predicted = np.empty(len(sources), dtype=object)
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    for train, test in splitter.split(features, sources, groups):
+        predicted[test] = logistic_probe(seed).fit(features[train], sources[train]).predict(features[test])
+    labels = sorted(set(sources))
+    matrix = pd.crosstab(pd.Series(sources, name="true source"), pd.Series(predicted, name="predicted"))
+    return float((predicted == sources).mean()), matrix.reindex(index=labels, columns=labels, fill_value=0)
+
+
+# --------------------------------------------------------------------------- per source
+
+
+def within_source(
+    predictions: pd.DataFrame, n_boot: int, seed: int, min_per_class: int = MIN_PER_CLASS
+) -> pd.DataFrame:
+    """AUC within every source of a scored split (columns y, score, source, group_id), with the
+    images of each class; sources with fewer than ``min_per_class`` of a class get no AUC."""
+    rows = []
+    for source, part in predictions.groupby("source"):
+        covid, other = int(part["y"].sum()), int((1 - part["y"]).sum())
+        row = {"source": source, "covid": covid, "noncovid": other}
+        if min(covid, other) < min_per_class:
+            rows.append({**row, "auc": np.nan, "low": np.nan, "high": np.nan, "note": f"too few (< {min_per_class})"})
+            continue
+        ci = evaluation.bootstrap_metrics(part["y"], part["score"], part["group_id"], n_boot=n_boot, seed=seed)["auc"]
+        rows.append({**row, "auc": ci["value"], "low": ci["low"], "high": ci["high"], "note": ""})
+    return pd.DataFrame(rows)
+
+
+def leave_one_source_out(
+    features: np.ndarray, manifest: pd.DataFrame, held_out: str, n_boot: int, seed: int = 0
+) -> dict:
+    """Train a logistic probe on the internal images (train and val) of every source but one and
+    score every image of the held-out source: does what is learned transfer across sources?"""
+    y = (manifest["label"] == "COVID").to_numpy(int)
+    source = manifest["source"].to_numpy()
+    internal = manifest["split"].isin(["train", "val"]).to_numpy()
+    train, test = internal & (source != held_out), source == held_out
+    model = logistic_probe(seed).fit(features[train], y[train])
+    scored = Scored(
+        f"without {held_out}",
+        held_out,
+        y[test],
+        scores_of(model, features[test]),
+        manifest["group_id"].to_numpy()[test],
+    )
+    return {**scored.auc(n_boot, seed), "train_sources": ", ".join(sorted(set(source[train])))}
+
+
+def single_source(features: np.ndarray, manifest: pd.DataFrame, source: str, n_boot: int, seed: int = 0) -> list[dict]:
+    """Train a logistic probe on one source's training images and score the test images of every
+    other source (and the external split)."""
+    y = (manifest["label"] == "COVID").to_numpy(int)
+    src, split = manifest["source"].to_numpy(), manifest["split"].to_numpy()
+    train = (src == source) & (split == "train")
+    model = logistic_probe(seed).fit(features[train], y[train])
+    out = []
+    for other in sorted(set(src) - {source}):
+        mask = (src == other) & np.isin(split, ["test", "external"])
+        if len(np.unique(y[mask])) < 2:
+            continue
+        scored = Scored(
+            f"trained on {source} only",
+            other,
+            y[mask],
+            scores_of(model, features[mask]),
+            manifest["group_id"].to_numpy()[mask],
+        )
+        out.append(scored.auc(n_boot, seed))
+    return out
+
+
+# --------------------------------------------------------------------------- occlusion
+
+
+def occlude(images: np.ndarray, mask: np.ndarray, keep_inside: bool) -> np.ndarray:
+    """Black out the masked region (``keep_inside=False``) or everything but it (``True``);
+    images (N, S, S) uint8 and a boolean (S, S) mask."""
+    hide = mask if not keep_inside else ~mask
+    out = images.copy()
+    out[:, hide] = 0
+    return out
+
+
+# --------------------------------------------------------------------------- verdict
+
+
+def verdict(
+    source_accuracy: float, trivial_auc: float, untrained_auc: float, lungs_hidden_auc: float, model_auc: float
+) -> list[str]:
+    """Plain sentences from the numbers, with the thresholds they use."""
+    lines = []
+    if source_accuracy >= 0.9:
+        lines.append(
+            f"The source can be predicted with {source_accuracy:.0%} accuracy from untrained features "
+            "(threshold: 90 %): the source is trivially visible in the pixels."
+        )
+    else:
+        lines.append(
+            f"The source is predicted with {source_accuracy:.0%} accuracy from untrained features "
+            "(below the 90 % threshold)."
+        )
+    if trivial_auc >= model_auc - 0.05:
+        lines.append(
+            f"Image statistics with no disease information reach test AUC {trivial_auc:.2f}, within 0.05 "
+            f"of the model's {model_auc:.2f}: the model's score can be explained without the disease."
+        )
+    else:
+        lines.append(
+            f"Image statistics reach test AUC {trivial_auc:.2f}, more than 0.05 below the model's {model_auc:.2f}."
+        )
+    lines.append(f"An untrained network with a logistic head reaches test AUC {untrained_auc:.2f}.")
+    if lungs_hidden_auc >= 0.7:
+        lines.append(
+            f"With the central lung field blacked out the model keeps test AUC {lungs_hidden_auc:.2f} "
+            "(threshold: 0.70): it uses something outside the lungs."
+        )
+    else:
+        lines.append(
+            f"With the central lung field blacked out the model's test AUC falls to {lungs_hidden_auc:.2f} "
+            "(below 0.70)."
+        )
+    return lines
