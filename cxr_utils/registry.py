@@ -17,7 +17,7 @@ class Notebook:
     """One notebook of the pipeline."""
 
     stem: str  # file name without .ipynb; also the folder of its runs under the output root
-    kind: str  # what its runs are: data | custom | transfer | comparison | report
+    kind: str  # what its runs are: data | custom | transfer | comparison | report | shortcuts | ...
     check: str | None = None  # "module:function" rejecting impossible parameter values before a run
 
     @property
@@ -48,8 +48,10 @@ CUSTOM_CNN = Notebook("02_custom_cnn", "custom", "cxr_utils.modeling.models:chec
 TRANSFER = Notebook("03_transfer_learning", "transfer", "cxr_utils.modeling.backbones:check_transfer_params")
 COMPARISON = Notebook("04_comparison", "comparison")
 REPORT = Notebook("05_report", "report")
+SHORTCUTS = Notebook("06_shortcuts", "shortcuts")
+SETUPS = Notebook("07_setups", "setups")
 
-NOTEBOOKS = (DATA_MERGE, CUSTOM_CNN, TRANSFER, COMPARISON, REPORT)
+NOTEBOOKS = (DATA_MERGE, CUSTOM_CNN, TRANSFER, COMPARISON, REPORT, SHORTCUTS, SETUPS)
 TRAINING = {nb.kind: nb for nb in (CUSTOM_CNN, TRANSFER)}  # kinds whose runs train a model
 MANIFEST_FILE = "manifest.csv"
 REPORT_DIR = config.PROJECT_ROOT / "report"
@@ -83,7 +85,7 @@ class Stage:
 
     name: str
     notebook: Notebook
-    params_glob: str | None = None
+    params_glob: str | tuple[str, ...] | None = None
     always: bool = False
     params_from: str | None = None
 
@@ -94,7 +96,8 @@ class Stage:
 
             module, function = self.params_from.split(":")
             return getattr(importlib.import_module(module), function)(self.notebook.kind, profile, out)
-        files = sorted(config.PROJECT_ROOT.glob(self.params_glob))
+        globs = (self.params_glob,) if isinstance(self.params_glob, str) else self.params_glob
+        files = sorted(path for pattern in globs for path in config.PROJECT_ROOT.glob(pattern))
         if not files:
             raise config.ConfigError(f"stage '{self.name}': no params files match {self.params_glob}")
         return files
@@ -104,11 +107,13 @@ FINAL_FIT_PARAMS = "cxr_utils.runs.final_fit:write_params"
 
 # The main job (`make report`), in order.
 STAGES = (
-    Stage("data merge", DATA_MERGE, "params/data/default.yaml"),
+    Stage("data merge", DATA_MERGE, ("params/data/default.yaml", "params/data/seed_rules.yaml")),
     Stage("custom CNN grid", CUSTOM_CNN, "params/custom/run*.yaml"),
     Stage("transfer learning", TRANSFER, "params/transfer/*.yaml"),
     Stage("final fit: custom", CUSTOM_CNN, params_from=FINAL_FIT_PARAMS),
     Stage("final fit: transfer", TRANSFER, params_from=FINAL_FIT_PARAMS),
     Stage("comparison", COMPARISON, "params/report/comparison.yaml", always=True),
+    Stage("shortcuts", SHORTCUTS, "params/report/shortcuts.yaml", always=True),
+    Stage("set-ups", SETUPS, "params/report/setups.yaml", always=True),
     Stage("report", REPORT, "params/report/report.yaml", always=True),
 )

@@ -101,3 +101,24 @@ def test_several_thresholds_from_one_pass_equal_separate_bootstraps():
     assert both["half"] == evaluation.bootstrap_metrics(y, scores, groups, 0.5, n_boot=200, seed=6)
     assert both["val"] == evaluation.bootstrap_metrics(y, scores, groups, 0.42, n_boot=200, seed=6)
     assert both["half"]["sensitivity"] != both["val"]["sensitivity"]
+
+
+def test_auc_alone_and_the_difference_of_two_aucs():
+    rng = np.random.default_rng(7)
+    y = np.tile([0, 1], 100)
+    groups = np.arange(200) // 2
+    perfect, noise = y.astype(float), rng.random(200)
+    assert evaluation.bootstrap_auc(y, perfect, groups, n_boot=200) == {
+        "value": 1.0,
+        "low": 1.0,
+        "high": 1.0,
+        "n_valid": 200,
+    }
+    random_auc = evaluation.bootstrap_auc(y, noise, groups, n_boot=200)
+    assert random_auc["low"] < 0.5 < random_auc["high"]
+    assert random_auc["value"] == evaluation.bootstrap_metrics(y, noise, groups, n_boot=10)["auc"]["value"]
+    assert np.isnan(evaluation.bootstrap_auc(np.ones(10), noise[:10], groups[:10], n_boot=10)["value"])
+    gap = evaluation.bootstrap_auc_difference((y, perfect, groups), (y, noise, groups), n_boot=200)
+    assert gap["value"] == pytest.approx(1 - random_auc["value"]) and gap["low"] > 0.3
+    same = evaluation.bootstrap_auc_difference((y, noise, groups), (y, noise, groups + 1000), n_boot=200)
+    assert same["value"] == 0 and same["low"] < 0 < same["high"]

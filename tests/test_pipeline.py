@@ -1,4 +1,5 @@
-"""The main job at the smoke profile: one output root through every stage, and the result.json
+"""The main job's training stages at the smoke profile: one output root through every stage, the
+final fit of the configuration chosen on val, and the result.json
 contract between the training notebooks (02, 03) and the run collector (in the spirit of the
 recommenders project's notebook tests: execute, then read the recorded values back)."""
 
@@ -29,21 +30,28 @@ def project_files() -> dict[str, tuple[int, int]]:
 
 @pytest.mark.slow
 @pytest.mark.mirror
-def test_first_three_stages_write_only_under_out_and_record_what_the_collector_reads(
+def test_training_stages_write_only_under_out_and_record_what_the_collector_reads(
     tmp_path, mirror_root, clean_env, capfd
 ):
     clean_env.setenv("CXR_OFFLINE", "1")
     out = tmp_path / "elsewhere"
     before = project_files()
 
-    assert pipeline.run_pipeline(registry.STAGES[:3], profile="smoke", out=out, export_to=None)
+    training_stages = [s for s in registry.STAGES if s.notebook.kind in ("data", "custom", "transfer")]
+    assert [s.name for s in training_stages][-2:] == ["final fit: custom", "final fit: transfer"]
+    assert pipeline.run_pipeline(training_stages, profile="smoke", out=out, export_to=None)
 
     assert project_files() == before, "the pipeline wrote inside the checkout"
-    assert registry.manifest_file("default", out).is_file()
+    assert registry.manifest_file("default", out).is_file() and registry.manifest_file("seed_rules", out).is_file()
     assert any((out / "cache" / "images").rglob("*.npy")), "the image cache is not under --out"
     custom = collect.completed_runs(registry.CUSTOM_CNN, out, include_smoke=True)
     transfer = collect.completed_runs(registry.TRANSFER, out, include_smoke=True)
-    assert len(custom) == 14 and [r["run"] for r in transfer] == ["mobilenet025"]
+    screening = [r for r in custom if r["role"] == "screening"]
+    finals = [r for r in custom if r["role"] == "final"]
+    assert len(screening) == 14 and [r["run"] for r in transfer] == ["mobilenet025"]
+    chosen = collect.choose_on_val(collect.runs_table(profile="smoke", out=out, role="screening"), "custom")
+    assert [r["run"] for r in finals] == [f"final_{chosen.run}_seed1"]  # the smoke profile refits one seed
+    assert finals[0]["screened_as"] == chosen.run and finals[0]["effective"]["max_train_images"] is None
     assert set(collect.not_run(out)["run"]) == {
         "densenet169",
         "inceptionv3",
@@ -61,7 +69,6 @@ def test_first_three_stages_write_only_under_out_and_record_what_the_collector_r
         assert not missing, (result["run"], missing)
         assert result["data"]["manifest"] == str(registry.manifest_file("default", out))
     table = collect.runs_table(profile="smoke", out=out)
-    assert len(table) == 15 and table["val_auc"].between(0, 1).all()
-    assert collect.choose_on_val(table, "custom").run.startswith("run")
+    assert len(table) == 16 and table["val_auc"].between(0, 1).all()
     printed = capfd.readouterr()
     assert "without encryption" not in printed.out + printed.err

@@ -70,6 +70,28 @@ def bootstrap_metrics(
     return bootstrap_thresholds(y_true, scores, groups, {"t": threshold}, n_boot, seed, alpha)["t"]
 
 
+def bootstrap_auc(
+    y_true: np.ndarray, scores: np.ndarray, groups: np.ndarray, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05
+) -> dict[str, float]:
+    """AUC with its percentile interval over group resamples (AUC alone: what the probes need);
+    NaN with one class. Resamples with one class are left out (``n_valid``)."""
+    y_true, scores = np.asarray(y_true).astype(int), np.asarray(scores, dtype=float)
+    if len(np.unique(y_true)) < 2:
+        return {"value": float("nan"), "low": float("nan"), "high": float("nan"), "n_valid": 0}
+    rng, members, draws = np.random.default_rng(seed), group_members(groups), []
+    for _ in range(n_boot):
+        idx = _draw(members, rng)
+        if len(np.unique(y_true[idx])) == 2:
+            draws.append(roc_auc_score(y_true[idx], scores[idx]))
+    low, high = np.percentile(draws, [100 * alpha / 2, 100 * (1 - alpha / 2)]) if draws else (np.nan, np.nan)
+    return {
+        "value": float(roc_auc_score(y_true, scores)),
+        "low": float(low),
+        "high": float(high),
+        "n_valid": len(draws),
+    }
+
+
 def bootstrap_thresholds(
     y_true: np.ndarray,
     scores: np.ndarray,
@@ -158,3 +180,28 @@ def calibration(y_true, scores, bins: int = 10) -> tuple[np.ndarray, np.ndarray,
     edges = np.linspace(0.0, 1.0, bins + 1)
     count = np.bincount(np.searchsorted(edges[1:-1], scores), minlength=bins)  # the bins calibration_curve uses
     return mean, rate, count[count > 0], float(brier_score_loss(y_true, scores))
+
+
+def bootstrap_auc_difference(
+    first: tuple[np.ndarray, np.ndarray, np.ndarray],
+    second: tuple[np.ndarray, np.ndarray, np.ndarray],
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> dict[str, float]:
+    """AUC on ``first`` minus AUC on ``second`` (each (y, scores, groups)), with a percentile
+    interval from resampling each set's groups independently (the two may share no image)."""
+    rng = np.random.default_rng(seed)
+    sets = [(np.asarray(y).astype(int), np.asarray(s, dtype=float), group_members(g)) for y, s, g in (first, second)]
+    diffs = []
+    for _ in range(n_boot):
+        aucs = []
+        for y, s, members in sets:
+            idx = _draw(members, rng)
+            aucs.append(roc_auc_score(y[idx], s[idx]) if len(np.unique(y[idx])) == 2 else np.nan)
+        diffs.append(aucs[0] - aucs[1])
+    diffs = np.array(diffs)
+    diffs = diffs[~np.isnan(diffs)]
+    value = roc_auc_score(sets[0][0], sets[0][1]) - roc_auc_score(sets[1][0], sets[1][1])
+    low, high = np.percentile(diffs, [100 * alpha / 2, 100 * (1 - alpha / 2)]) if len(diffs) else (np.nan, np.nan)
+    return {"value": float(value), "low": float(low), "high": float(high), "n_valid": int(len(diffs))}

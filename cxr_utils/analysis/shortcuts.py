@@ -101,7 +101,7 @@ class Scored:
 
     def auc(self, n_boot: int, seed: int) -> dict[str, float]:
         """AUC with its group-bootstrap interval, and the images behind it."""
-        ci = evaluation.bootstrap_metrics(self.y, self.scores, self.groups, n_boot=n_boot, seed=seed)["auc"]
+        ci = evaluation.bootstrap_auc(self.y, self.scores, self.groups, n_boot=n_boot, seed=seed)
         return {
             "probe": self.name,
             "split": self.split,
@@ -164,7 +164,7 @@ def within_source(
         if min(covid, other) < min_per_class:
             rows.append({**row, "auc": np.nan, "low": np.nan, "high": np.nan, "note": f"too few (< {min_per_class})"})
             continue
-        ci = evaluation.bootstrap_metrics(part["y"], part["score"], part["group_id"], n_boot=n_boot, seed=seed)["auc"]
+        ci = evaluation.bootstrap_auc(part["y"], part["score"], part["group_id"], n_boot=n_boot, seed=seed)
         rows.append({**row, "auc": ci["value"], "low": ci["low"], "high": ci["high"], "note": ""})
     return pd.DataFrame(rows)
 
@@ -210,6 +210,32 @@ def single_source(features: np.ndarray, manifest: pd.DataFrame, source: str, n_b
         )
         out.append(scored.auc(n_boot, seed))
     return out
+
+
+# --------------------------------------------------------------------------- untrained network
+
+
+def untrained_cnn_features(images: np.ndarray, params: dict, seed: int, batch_size: int = 64) -> np.ndarray:
+    """The custom CNN of a run's configuration at initialisation (seeded, never trained): its
+    Dense(512) activations for gray uint8 images (N, S, S) at the run's ``image_size``."""
+    import keras
+
+    from ..modeling import models, training
+
+    training.seed_everything(seed)
+    net = models.build_custom_cnn(
+        params["image_size"],
+        params["filter"],
+        params.get("activation", "relu"),
+        "sigmoid",
+        params.get("layers_to_add", 0),
+        params.get("channels", 3),
+    )
+    features = keras.Model(net.inputs, net.get_layer("dense").output)
+    x = images[..., None].astype("float32")
+    if params.get("channels", 3) == 3:
+        x = np.repeat(x, 3, axis=-1)
+    return np.asarray(features.predict(x, batch_size=batch_size, verbose=0), dtype=np.float32)
 
 
 # --------------------------------------------------------------------------- occlusion

@@ -85,6 +85,12 @@ def load_split(
 ) -> SplitArrays:
     """Load one split's images at ``size`` px from the cache; bad files are recorded, not fatal."""
     rows = subset(manifest[manifest["split"] == split], max_images, seed, balanced)
+    return load_rows(rows, size, root=root, cache_root=cache_root)
+
+
+def load_rows(rows: pd.DataFrame, size: int, *, root: Path, cache_root: Path | None = None) -> SplitArrays:
+    """Load the images of some manifest rows at ``size`` px, in their order; an image that
+    cannot be read is left out and listed in ``failures`` with the reason."""
     cache_root = cache_root or config.cache_dir() / "images"
     arrays, kept, failures = [], [], []
     for row in rows.itertuples():

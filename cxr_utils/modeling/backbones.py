@@ -248,6 +248,18 @@ def resolve_weights(
     )
 
 
+def first_available(names: list[str] | tuple[str, ...]) -> tuple[str, Weights, list[str]]:
+    """The first backbone of ``names`` whose ImageNet weights are found offline, its weights, and
+    why each earlier one was passed over; WeightsNotFound when none is."""
+    passed = []
+    for name in names:
+        try:
+            return name, resolve_weights(name), passed
+        except WeightsNotFound as err:
+            passed.append(f"{name}: {str(err).split('. Looked for')[0]}")
+    raise WeightsNotFound("no ImageNet weights for any of " + ", ".join(names) + ": " + "; ".join(passed))
+
+
 def keras_download(backbone: Backbone) -> Path:
     """Keras' normal download of the no-top ImageNet weights (needs internet)."""
     import keras

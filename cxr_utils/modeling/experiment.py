@@ -26,7 +26,7 @@ from ..analysis import evaluation
 from ..data import datasets
 from ..data.images import file_sha256
 from ..runs.results import Run
-from . import backbones, features, training
+from . import backbones, features, models, training
 
 TRAIN_METRICS = ("accuracy", "auc", "loss")
 HISTORY_METRICS = ("accuracy", "auc", "loss", "val_accuracy", "val_auc", "val_loss")
@@ -81,6 +81,58 @@ def load_train_val(params: Mapping[str, Any], run: Run | None = None) -> TrainVa
             for bad in arrays.failures.itertuples():
                 run.warn(f"{split}: skipped {bad.path} ({bad.reason}: {bad.detail})")
     return TrainVal(train, val, path)
+
+
+def custom_cnn(params: Mapping[str, Any]):
+    """The study's custom CNN of a run's parameters, compiled (its optimizer, learning rate, loss)."""
+    model = models.build_custom_cnn(
+        params["image_size"],
+        params["filter"],
+        params.get("activation", "relu"),
+        params["activation_output"],
+        params["layers_to_add"],
+        params.get("channels", 3),
+    )
+    models.compile_model(model, params["optimizer"], params["learning_rate"], params["loss"])
+    return model
+
+
+def image_datasets(data: TrainVal, params: Mapping[str, Any]) -> tuple[Any, Any, Any]:
+    """(training batches: shuffled with the run's seed, augmented when ``augment``; the same
+    training images un-augmented and in order, for inference-mode AUC; val batches)."""
+    augment = datasets.augmentation_layers(params["seed"]) if params.get("augment", True) else None
+    batches = {"batch_size": params["batch_size"], "channels": params.get("channels", 3)}
+    return (
+        datasets.make_dataset(data.train, shuffle_seed=params["seed"], augment=augment, **batches),
+        datasets.make_dataset(data.train, **batches),
+        datasets.make_dataset(data.val, **batches),
+    )
+
+
+def fit_head(
+    train_features: np.ndarray,
+    val_features: np.ndarray,
+    data: TrainVal,
+    params: Mapping[str, Any],
+    folder: Path,
+    verbose: int = 0,
+):
+    """The study's head (Dense(2, softmax), Adam at ``learning_rate``) trained on cached features;
+    returns the head (holding its kept epoch's weights), the training record and the untrained
+    head's AUCs (epoch 0)."""
+    head = features.build_head(train_features.shape[1])
+    features.compile_head(head, params["learning_rate"])
+    epoch0, _ = inference_aucs(head, train_features, val_features, data)
+    fit = training.fit(
+        head,
+        features.feature_dataset(train_features, data.train.y, params["batch_size"], params["seed"]),
+        features.feature_dataset(val_features, data.val.y, params["batch_size"]),
+        epochs=params["epochs"],
+        folder=folder,
+        verbose=verbose,
+        patience=params.get("early_stopping_patience"),
+    )
+    return head, fit, epoch0
 
 
 def parameter_counts(model) -> tuple[int, int]:

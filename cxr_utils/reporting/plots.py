@@ -296,3 +296,93 @@ def per_source(table: pd.DataFrame, metric: str, path: str | Path | None = None)
     ax.legend(fontsize=8)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def auc_intervals(
+    table: pd.DataFrame, title: str, path: str | Path | None = None, reference: float = 0.5
+) -> plt.Figure:
+    """AUCs with their 95 % intervals as horizontal bars (rows: label, auc, low, high), a dotted
+    line at chance."""
+    _require(table, "the AUC table")
+    rows = table.iloc[::-1]
+    fig, ax = plt.subplots(figsize=(7.5, 0.35 * len(rows) + 1.2))
+    ys = np.arange(len(rows))
+    ax.barh(ys, rows["auc"], color="#2e86c1", height=0.6)
+    ax.errorbar(
+        rows["auc"],
+        ys,
+        xerr=[rows["auc"] - rows["low"], rows["high"] - rows["auc"]],
+        fmt="none",
+        color="black",
+        capsize=3,
+        lw=1,
+    )
+    ax.axvline(reference, color="grey", ls=":", lw=1)
+    ax.set_yticks(ys, rows["label"], fontsize=8)
+    ax.set(xlim=(0, 1), xlabel="AUC (95 % group-bootstrap interval)", title=title)
+    ax.title.set_fontsize(10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def matrix_heatmap(matrix: pd.DataFrame, title: str, path: str | Path | None = None, fmt: str = "d") -> plt.Figure:
+    """A labelled table of counts as a heat map (e.g. true vs predicted source)."""
+    _require(matrix, "the matrix")
+    fig, ax = plt.subplots(figsize=(1.1 * matrix.shape[1] + 2.2, 0.8 * matrix.shape[0] + 1.4))
+    sns.heatmap(matrix, annot=True, fmt=fmt, cbar=False, cmap="Blues", ax=ax)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def saliency_grid(
+    panels: dict[str, list[tuple[np.ndarray, str]]], title: str, path: str | Path | None = None
+) -> plt.Figure:
+    """Rows of overlay images (RGB arrays), each row a category (e.g. true positives), each image
+    with a short caption; empty cells stay blank."""
+    _require(panels, "the saliency panels")
+    cols = max(1, max(len(images) for images in panels.values()))
+    fig, axes = plt.subplots(len(panels), cols, figsize=(1.7 * cols + 0.6, 1.9 * len(panels)), squeeze=False)
+    for row, (category, images) in enumerate(panels.items()):
+        for col in range(cols):
+            ax = axes[row, col]
+            ax.axis("off")
+            if col < len(images):
+                picture, caption = images[col]
+                ax.imshow(picture)
+                ax.set_title(caption, fontsize=6)
+        axes[row, 0].text(
+            -0.08, 0.5, category, transform=axes[row, 0].transAxes, rotation=90, va="center", ha="right", fontsize=8
+        )
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def inflation_bars(table: pd.DataFrame, path: str | Path | None = None) -> plt.Figure:
+    """Own-test minus clean-test AUC per set-up and model, with intervals (0: no inflation)."""
+    _require(table, "the inflation table")
+    rows = table.iloc[::-1]
+    labels = rows["set-up"] + ", " + rows["model"]
+    fig, ax = plt.subplots(figsize=(7.5, 0.35 * len(rows) + 1.2))
+    ys = np.arange(len(rows))
+    colours = ["#c0392b" if low > 0 else "#7f8c8d" for low in rows["inflation low"]]
+    ax.barh(ys, rows["inflation"], color=colours, height=0.6)
+    ax.errorbar(
+        rows["inflation"],
+        ys,
+        xerr=[rows["inflation"] - rows["inflation low"], rows["inflation high"] - rows["inflation"]],
+        fmt="none",
+        color="black",
+        capsize=3,
+        lw=1,
+    )
+    ax.axvline(0, color="grey", lw=0.8)
+    ax.set_yticks(ys, labels, fontsize=8)
+    ax.set(
+        xlabel="own-test AUC minus clean-test AUC (95 % interval; red: above 0)",
+        title="How much a set-up inflates its own test AUC",
+    )
+    ax.title.set_fontsize(10)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -67,3 +67,14 @@ def final_runs(key: collect.RunKey, out: str | Path | None = None, profile: str 
         and (profile is None or r.get("profile") == profile)
     ]
     return sorted(runs, key=lambda r: r["effective"]["seed"])
+
+
+def probed_models(comparison: dict, out: str | Path | None = None) -> dict[collect.RunKey, dict]:
+    """The model of each kind that a comparison run reports on: the first seed of the chosen
+    configuration's final fits, or the chosen screening run where there are none (smoke runs)."""
+    probed = {}
+    for kind, run in comparison.get("chosen", {}).items():
+        finals = comparison.get("final_fits", {}).get(str(collect.RunKey(kind, run)), [])
+        key = collect.RunKey(kind, finals[0] if finals else run)
+        probed[key] = collect.find_run(key, out)
+    return probed
