@@ -10,7 +10,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: report test lint format env lab chromium clean-outputs
+.PHONY: report test lint format env lab browser clean-outputs
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,10 +21,10 @@ $(STAMP): pyproject.toml
 
 env: $(STAMP)
 
-report: $(STAMP)
+report: $(STAMP) browser
 	$(PY) -m cxr_utils pipeline --profile $(PROFILE)$(if $(WORKERS), --executor dask --workers $(WORKERS))
 
-test: lint chromium
+test: lint browser
 	CXR_OFFLINE=1 $(VENV)/bin/pytest --nbval tests notebooks
 
 LINTED := cxr_utils tests benchmarks notebooks
@@ -37,10 +37,13 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix $(LINTED)
 	$(VENV)/bin/ruff format $(LINTED)
 
-# Debian's Chromium renders the report in the tests; where it cannot be installed they skip and say so.
-chromium:
-	@command -v chromium >/dev/null 2>&1 || { (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 \
-		|| echo "note: chromium could not be installed; the report render tests will be skipped"; }
+# Debian's Chromium prints report.pdf and renders the report in the tests; poppler-utils (pdftotext,
+# pdfinfo) reads the PDF back in the tests. Where they cannot be installed, the PDF is not printed
+# and those tests skip, each saying so.
+browser:
+	@{ command -v chromium && command -v pdftotext; } >/dev/null 2>&1 || { (apt-get update -qq && \
+		apt-get install -y -qq chromium poppler-utils) >/dev/null 2>&1 \
+		|| echo "note: chromium/poppler-utils could not be installed: no report.pdf, render tests skipped"; }
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/

@@ -1,10 +1,12 @@
-"""Command line: ``python -m cxr_utils run | pipeline | report export | weights provision | data download``."""
+"""Command line: ``python -m cxr_utils run | pipeline | predict | report export | weights provision |
+data download``."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
 import sys
+from pathlib import Path
 
 from . import config, registry
 from .data import download, sources
@@ -47,6 +49,25 @@ def _parser() -> argparse.ArgumentParser:
     dl.add_argument("--sources", nargs="+", default=list(sources.SOURCES), choices=sources.SOURCES)
     dl.add_argument("--latest", action="store_true", help="keep upstream HEAD instead of the mirrored commits")
     dl.add_argument("--git-base", default=download.GITHUB, help=argparse.SUPPRESS)
+
+    pred = sub.add_parser("predict", help="score your own X-ray(s) with the models the latest build made")
+    pred.add_argument("inputs", nargs="+", help="image files and/or folders of images")
+    pred.add_argument(
+        "--model",
+        nargs="+",
+        default=["custom", "transfer"],
+        choices=["custom", "transfer"],
+        help="which of the build's models (default: both)",
+    )
+    pred.add_argument(
+        "--out",
+        default=None,
+        help="folder for predictions.csv, saliency/ and contact_sheet.png "
+        "(default: <output root>/08_predict/cli-<time>)",
+    )
+    pred.add_argument("--out-root", default=None, help="the build's output root (default: CXR_OUTPUT_DIR or outputs/)")
+    pred.add_argument("--comparison-run", default="comparison", help="the 04_comparison run naming the models")
+    pred.add_argument("--no-saliency", action="store_true", help="skip the Grad-CAM overlays")
 
     rep = sub.add_parser("report", help="report commands")
     rep_sub = rep.add_subparsers(dest="report_command", required=True)
@@ -111,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
                     executor=executor,
                 )
             return 1 if any(o.status == "failed" for o in outcomes) else 0
+        if args.command == "predict":
+            return _predict(args)
         if args.command == "report":
             from .reporting.export import export_run
 
@@ -137,6 +160,31 @@ def main(argv: list[str] | None = None) -> int:
     except (config.ConfigError, download.DownloadError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+
+
+def _predict(args: argparse.Namespace) -> int:
+    """``predict``: score the inputs, write the files, print one line per image and model."""
+    from datetime import datetime
+
+    from .modeling import predict
+
+    root = args.out_root or config.output_root()
+    models = predict.load_models(args.comparison_run, tuple(args.model), root)
+    out = args.out or registry.PREDICT.run_folder(f"cli-{datetime.now():%Y%m%d-%H%M%S}", root)
+    with runner.output_root_for_kernels(Path(root).resolve()):
+        reference = predict.reference_for(models)
+        table = predict.predict(args.inputs, models, reference, out, saliency_maps=not args.no_saliency)
+    note = predict.caveat(root)
+    predict.write_provenance(models, reference, out, note)
+    print(note)
+    for row in table.itertuples():
+        if row.error:
+            print(f"{row.path}: not scored ({row.error})")
+        else:
+            flag = "  OUT OF DISTRIBUTION" if row.ood_flag else ""
+            print(f"{row.path}: {row.model} P(COVID-19) = {row.probability:.3f} -> {row.decision}{flag}")
+    print(f"written to {out} (predictions.csv, saliency/, contact_sheet.png, provenance.json)")
+    return 0
 
 
 if __name__ == "__main__":

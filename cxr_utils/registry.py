@@ -50,8 +50,9 @@ COMPARISON = Notebook("04_comparison", "comparison")
 REPORT = Notebook("05_report", "report")
 SHORTCUTS = Notebook("06_shortcuts", "shortcuts")
 SETUPS = Notebook("07_setups", "setups")
+PREDICT = Notebook("08_predict", "predict")  # not a stage of the main job: users run it on their images
 
-NOTEBOOKS = (DATA_MERGE, CUSTOM_CNN, TRANSFER, COMPARISON, REPORT, SHORTCUTS, SETUPS)
+NOTEBOOKS = (DATA_MERGE, CUSTOM_CNN, TRANSFER, COMPARISON, REPORT, SHORTCUTS, SETUPS, PREDICT)
 TRAINING = {nb.kind: nb for nb in (CUSTOM_CNN, TRANSFER)}  # kinds whose runs train a model
 MANIFEST_FILE = "manifest.csv"
 REPORT_DIR = config.PROJECT_ROOT / "report"

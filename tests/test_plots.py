@@ -79,6 +79,7 @@ def test_training_figures(history, tmp_path):
         "grid": lambda p: plots.val_auc_by_run(table, {"run01": 0.9}, path=p),
         "gap": lambda p: plots.overfitting_panel({"a": history, "b": history.assign(accuracy=0.9)}, path=p),
         "accuracy": lambda p: plots.training_accuracy({"a": history}, path=p),
+        "phases": lambda p: plots.phased_curves(history, history, "head then fine-tuning", (2, 1), path=p),
     }.items():
         check_png(draw(tmp_path / f"{name}.png"), tmp_path / f"{name}.png")
 
@@ -100,15 +101,17 @@ def test_evaluation_figures(scores, tmp_path):
         "auc_low": 0.7,
         "auc_high": 0.9,
     }
-    per_source = pd.DataFrame(
-        {"model": "m", "source": ["cohen", "radiography"], "value": [0.6, 0.8], "low": [0.5, 0.7], "high": [0.7, 0.9]}
+    predictions = pd.DataFrame(
+        {"y": y, "score": s, "group_id": g, "source": np.where(np.arange(len(y)) < 280, "radiography", "figure1")}
     )
+    per_source = evaluation.auc_by_source(predictions, n_boot=50, seed=0).assign(model="m")
+    assert per_source.set_index("source").loc["figure1", "note"].startswith("too few")
     for name, draw in {
         "roc": lambda p: plots.roc_pr_bands({"m": curve}, "test", path=p),
         "confusion": lambda p: plots.confusion_grid({"m": evaluation.confusion(y, s)}, path=p),
         "one_confusion": lambda p: plots.confusion_matrix(evaluation.confusion(y, s), "m", path=p),
         "calibration": lambda p: plots.calibration_curves({"m": evaluation.calibration(y, s)}, "test", path=p),
-        "per_source": lambda p: plots.per_source(per_source, "AUC", path=p),
+        "per_source": lambda p: plots.per_source(per_source, "test", path=p),
     }.items():
         check_png(draw(tmp_path / f"{name}.png"), tmp_path / f"{name}.png")
 
@@ -128,7 +131,8 @@ def test_evaluation_figures(scores, tmp_path):
         lambda: plots.roc_pr_bands({}, "test"),
         lambda: plots.confusion_grid({}),
         lambda: plots.calibration_curves({}, "test"),
-        lambda: plots.per_source(pd.DataFrame(columns=["model", "source", "value", "low", "high"]), "AUC"),
+        lambda: plots.per_source(pd.DataFrame(columns=["model", "source", "auc", "low", "high"]), "test"),
+        lambda: plots.phased_curves(pd.DataFrame(), pd.DataFrame(), "empty", (1, 1)),
     ],
 )
 def test_an_empty_input_is_a_clear_error(draw):

@@ -21,17 +21,6 @@ from cxr_utils.analysis import heldout
 from cxr_utils.modeling import experiment, training
 from cxr_utils.reporting import collect, export, tables
 
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
 
 def fake_fit(val_auc: float, epochs: int = 3) -> training.Training:
     """A training outcome whose last epoch is the best, as training.fit would return it."""
@@ -188,7 +177,7 @@ def chromium_dom(html_file) -> str:
         done = subprocess.run(
             [
                 chromium,
-                *CHROMIUM_FLAGS,
+                *export.CHROMIUM_FLAGS,
                 f"--user-data-dir={profile}",
                 "--virtual-time-budget=10000",
                 "--dump-dom",
@@ -211,26 +200,33 @@ def test_the_self_check_catches_a_broken_image(tmp_path):
     assert 'data-images="1/2"' in chromium_dom(page)
 
 
-def test_committed_report_renders_with_every_image_and_no_empty_section():
-    page = config.PROJECT_ROOT / "report" / "report.html"
+SECTIONS = (
+    "Introduction",
+    "Data",
+    "Methods",
+    "Results",
+    "What is the model looking at?",
+    "The study's set-up vs ours",
+    "Comparison with the study",
+    "Limitations",
+    "Provenance",
+)
+REPORT = config.PROJECT_ROOT / "report"
+
+
+def test_committed_report_renders_with_every_image_numbered_and_no_empty_section():
+    page = REPORT / "report.html"
     assert page.is_file(), "report/report.html is missing: run `make report` and commit report/"
     dom = chromium_dom(page)
     loaded, total = map(int, re.search(r'data-images="(\d+)/(\d+)"', dom).groups())
-    assert total >= 10 and loaded == total
+    assert total >= 20 and loaded == total
     from bs4 import BeautifulSoup
 
     soup = BeautifulSoup(dom, "html.parser")
+    assert soup.title.get_text(strip=True) == export.TITLE
     headings = soup.find_all("h2")
     titles = [h.get_text(" ", strip=True) for h in headings]
-    for expected in (
-        "Introduction",
-        "Data",
-        "Methods",
-        "Results",
-        "Comparison with the study",
-        "Limitations",
-        "Provenance",
-    ):
+    for expected in SECTIONS:
         assert any(expected in t for t in titles), (expected, titles)
     for heading in headings:
         content, node = "", heading.find_next()
@@ -239,6 +235,43 @@ def test_committed_report_renders_with_every_image_and_no_empty_section():
                 content += node.get_text(" ", strip=True) or ("<img>" if node.name == "img" else "")
             node = node.find_next()
         assert len(content) >= 20, f"section '{heading.get_text(strip=True)}' looks empty"
+    figures = soup.select("figure.report-figure")
+    assert len(figures) == total and all(f.img.get("alt", "").strip() for f in figures)
+    numbers = [int(re.match(r"Figure (\d+)\.", f.figcaption.get_text(strip=True)).group(1)) for f in figures]
+    assert numbers == list(range(1, len(figures) + 1))
+    captions = [int(m) for m in re.findall(r"Table (\d+)\.", soup.get_text(" "))]
+    assert captions == list(range(1, max(captions) + 1))
+
+
+def pdf_text(pdf) -> str:
+    if shutil.which("pdftotext") is None:
+        pytest.skip("pdftotext is not installed (make test installs Debian's poppler-utils where apt-get can)")
+    return subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+
+
+def test_committed_pdf_has_every_section_and_figure_on_a_sane_number_of_pages():
+    pdf = REPORT / "report.pdf"
+    assert pdf.is_file(), "report/report.pdf is missing: run `make report` (with chromium) and commit report/"
+    text = pdf_text(pdf)
+    for number, section in enumerate(SECTIONS, start=1):
+        assert f"{number}. {section}" in text, section
+    html = (REPORT / "report.html").read_text()
+    figures = len(re.findall(r'<figure class="report-figure">', html))
+    for n in range(1, figures + 1):
+        assert f"Figure {n}." in text, f"Figure {n} is not in the PDF"
+    info = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True, check=True).stdout
+    pages = int(re.search(r"Pages:\s+(\d+)", info).group(1))
+    assert 15 <= pages <= 90, pages
+
+
+def test_pdf_printing_can_fail_the_check(tmp_path):
+    """A page missing a section gives a PDF the section check rejects (the check can fail)."""
+    page = tmp_path / "short.html"
+    page.write_text("<html><head><title>t</title></head><body><h2>1. Introduction</h2><p>text</p></body></html>")
+    if export.chromium() is None:
+        pytest.skip("chromium is not installed")
+    text = pdf_text(export.print_pdf(page))
+    assert "1. Introduction" in text and "2. Data" not in text
 
 
 def test_evaluate_chosen_scores_val_test_external_and_records_unreadable_images(tmp_path):
@@ -273,7 +306,7 @@ def test_evaluate_chosen_scores_val_test_external_and_records_unreadable_images(
     assert sorted(predictions["split"].unique()) == ["external", "test", "val"]
     assert "x:4" not in set(predictions["image_id"])
     assert evaluated["failures"][["image_id", "split", "reason"]].values.tolist() == [["x:4", "test", "missing_file"]]
-    assert set(evaluated["metrics"]) == {"test", "external"}
+    assert set(evaluated["metrics"]) == {"val", "test", "external"} and set(evaluated["curves"]) == {"test", "external"}
     assert evaluated["metrics"]["test"]["0.5"]["auc"]["n_valid"] > 0
     assert 0.0 <= evaluated["threshold"] <= 1.0
     assert set(evaluated["per_source"]["source"]) == {"cohen", "radiography"}

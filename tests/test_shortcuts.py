@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxr_utils.analysis import shortcuts
+from cxr_utils.analysis import evaluation, shortcuts
 
 
 def toy_manifest(n: int = 240, seed: int = 0) -> pd.DataFrame:
@@ -54,7 +54,7 @@ def test_within_source_auc_says_too_few_below_ten_of_a_class():
         for k in range(60)
     ]
     rows += [{"source": "small", "y": int(k == 0), "score": rng.random(), "group_id": f"h{k}"} for k in range(30)]
-    table = shortcuts.within_source(pd.DataFrame(rows), n_boot=100, seed=0).set_index("source")
+    table = evaluation.auc_by_source(pd.DataFrame(rows), n_boot=100, seed=0).set_index("source")
     assert table.loc["small", "note"] == "too few (< 10)" and np.isnan(table.loc["small", "auc"])
     assert (table.loc["small", "covid"], table.loc["small", "noncovid"]) == (1, 29)
     assert table.loc["big", "auc"] > 0.7 and table.loc["big", "note"] == ""

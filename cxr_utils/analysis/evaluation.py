@@ -9,10 +9,12 @@ were. Percentile intervals, seeded.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import brier_score_loss, confusion_matrix, precision_recall_curve, roc_auc_score, roc_curve
 
 METRICS = ("accuracy", "auc", "sensitivity", "specificity", "f1")
+MIN_PER_CLASS = 10  # below this many images of a class, no AUC is shown ("too few")
 
 
 def confusion(y_true: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> np.ndarray:
@@ -205,3 +207,20 @@ def bootstrap_auc_difference(
     value = roc_auc_score(sets[0][0], sets[0][1]) - roc_auc_score(sets[1][0], sets[1][1])
     low, high = np.percentile(diffs, [100 * alpha / 2, 100 * (1 - alpha / 2)]) if len(diffs) else (np.nan, np.nan)
     return {"value": float(value), "low": float(low), "high": float(high), "n_valid": int(len(diffs))}
+
+
+def auc_by_source(
+    predictions: pd.DataFrame, n_boot: int, seed: int, min_per_class: int = MIN_PER_CLASS
+) -> pd.DataFrame:
+    """AUC within every source of a scored split (columns y, score, source, group_id), with the
+    images of each class; sources with fewer than ``min_per_class`` of a class get no AUC."""
+    rows = []
+    for source, part in predictions.groupby("source"):
+        covid, other = int(part["y"].sum()), int((1 - part["y"]).sum())
+        row = {"source": source, "covid": covid, "noncovid": other}
+        if min(covid, other) < min_per_class:
+            rows.append({**row, "auc": np.nan, "low": np.nan, "high": np.nan, "note": f"too few (< {min_per_class})"})
+            continue
+        ci = bootstrap_auc(part["y"], part["score"], part["group_id"], n_boot=n_boot, seed=seed)
+        rows.append({**row, "auc": ci["value"], "low": ci["low"], "high": ci["high"], "note": ""})
+    return pd.DataFrame(rows)

@@ -14,6 +14,7 @@ from . import evaluation
 
 SCORED_SPLITS = ("val", "test", "external")
 HELDOUT_SPLITS = ("test", "external")
+REPORTED_SPLITS = ("val", *HELDOUT_SPLITS)  # val too: its intervals show how much a choice on val can move
 
 
 def load_run_model(result: dict):
@@ -71,14 +72,16 @@ def score_split(result: dict, manifest: pd.DataFrame, split: str, root: Path, sc
     return arrays.y, (score or scorer(result))(arrays), arrays.rows, arrays.failures
 
 
-def evaluate_chosen(result: dict, manifest: pd.DataFrame, root: Path, *, n_boot: int = 1000, seed: int = 0) -> dict:
+def evaluate_chosen(
+    result: dict, manifest: pd.DataFrame, root: Path, *, n_boot: int = 1000, seed: int = 0, figures: bool = True
+) -> dict:
     """Score a model chosen on val: the threshold from val, then test and external once each.
 
     Returns ``predictions`` (image_id, source, group_id, split, y, score), ``failures`` (images
-    that could not be read, with the split), ``threshold``,
-    ``metrics`` {split: {"0.5": CIs, "val_threshold": CIs}}, ``curves`` {split: ROC/PR bands}
-    (splits with both labels only), ``calibration`` {split: (mean, rate, count, brier)} and
-    ``per_source`` (test AUC and accuracy per source with intervals).
+    that could not be read, with the split), ``threshold``, ``metrics`` {split: {"0.5": CIs,
+    "val_threshold": CIs}} for val, test and external, ``calibration`` {split: (mean, rate, count,
+    brier)}, and, with ``figures``, ``curves`` {split: ROC/PR bands} (splits with both labels
+    only) and ``per_source`` (test AUC per source with intervals and images per class).
     """
     score = scorer(result)
     frames, failed = [], []
@@ -99,7 +102,7 @@ def evaluate_chosen(result: dict, manifest: pd.DataFrame, root: Path, *, n_boot:
         "curves": {},
         "calibration": {},
     }
-    for split in HELDOUT_SPLITS:
+    for split in REPORTED_SPLITS:
         part = predictions[predictions["split"] == split]
         if part.empty:
             continue
@@ -107,17 +110,23 @@ def evaluate_chosen(result: dict, manifest: pd.DataFrame, root: Path, *, n_boot:
         out["metrics"][split] = evaluation.bootstrap_thresholds(
             y, s, g, {"0.5": 0.5, "val_threshold": threshold}, n_boot=n_boot, seed=seed
         )
+        if split == "val":
+            continue  # the threshold was chosen here: intervals only, no curves
         out["calibration"][split] = evaluation.calibration(y, s)
-        if len(np.unique(y)) == 2:
+        if figures and len(np.unique(y)) == 2:
             out["curves"][split] = _curves(y, s, g, out["metrics"][split]["0.5"]["auc"], n_boot, seed)
-    out["per_source"] = per_source(predictions[predictions["split"] == "test"], threshold, n_boot, seed)
+    test = predictions[predictions["split"] == "test"]
+    out["per_source"] = evaluation.auc_by_source(test, n_boot, seed) if figures else pd.DataFrame()
     return out
 
 
 def _curves(y, s, g, auc: dict, n_boot: int, seed: int) -> dict:
+    """ROC and precision-recall bands, the AUC with its interval, and the prevalence (the
+    precision of a model that cannot tell the classes apart)."""
     fpr, tpr, tlow, thigh = evaluation.roc_band(y, s, g, n_boot=n_boot, seed=seed)
     recall, precision, plow, phigh = evaluation.pr_band(y, s, g, n_boot=n_boot, seed=seed)
     return {
+        "prevalence": float(np.mean(y)),
         "fpr": fpr,
         "tpr": tpr,
         "tpr_low": tlow,
@@ -130,20 +139,6 @@ def _curves(y, s, g, auc: dict, n_boot: int, seed: int) -> dict:
         "auc_low": auc["low"],
         "auc_high": auc["high"],
     }
-
-
-def per_source(predictions: pd.DataFrame, threshold: float, n_boot: int, seed: int) -> pd.DataFrame:
-    """AUC and accuracy per source with group-bootstrap intervals."""
-    rows = []
-    for source, part in predictions.groupby("source"):
-        ci = evaluation.bootstrap_metrics(
-            part["y"], part["score"], part["group_id"], threshold, n_boot=n_boot, seed=seed
-        )
-        for metric in ("auc", "accuracy"):
-            rows.append(
-                {"source": source, "metric": metric, "n": len(part), "covid": int(part["y"].sum()), **ci[metric]}
-            )
-    return pd.DataFrame(rows)
 
 
 def metrics_rows(model: str, evaluated: dict) -> list[dict]:

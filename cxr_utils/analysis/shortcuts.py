@@ -28,7 +28,6 @@ from sklearn.preprocessing import StandardScaler
 from ..data.images import ImageReadError, load_gray8
 from . import evaluation
 
-MIN_PER_CLASS = 10  # below this many images of a class, no AUC is shown ("too few")
 PERCENTILES = (1, 5, 25, 50, 75, 95, 99)
 MODES = ("L", "RGB", "RGBA", "P", "LA", "I;16", "I", "1", "F")
 FORMATS = (".png", ".jpg", ".jpeg")
@@ -150,23 +149,6 @@ def source_probe(
 
 
 # --------------------------------------------------------------------------- per source
-
-
-def within_source(
-    predictions: pd.DataFrame, n_boot: int, seed: int, min_per_class: int = MIN_PER_CLASS
-) -> pd.DataFrame:
-    """AUC within every source of a scored split (columns y, score, source, group_id), with the
-    images of each class; sources with fewer than ``min_per_class`` of a class get no AUC."""
-    rows = []
-    for source, part in predictions.groupby("source"):
-        covid, other = int(part["y"].sum()), int((1 - part["y"]).sum())
-        row = {"source": source, "covid": covid, "noncovid": other}
-        if min(covid, other) < min_per_class:
-            rows.append({**row, "auc": np.nan, "low": np.nan, "high": np.nan, "note": f"too few (< {min_per_class})"})
-            continue
-        ci = evaluation.bootstrap_auc(part["y"], part["score"], part["group_id"], n_boot=n_boot, seed=seed)
-        rows.append({**row, "auc": ci["value"], "low": ci["low"], "high": ci["high"], "note": ""})
-    return pd.DataFrame(rows)
 
 
 def leave_one_source_out(

@@ -22,7 +22,7 @@ NEAR_DUPLICATE_THRESHOLD = 6
 
 
 class ImageReadError(Exception):
-    """An image that cannot be used; ``reason`` is one of missing_file, unreadable, truncated."""
+    """An image that cannot be used; ``reason`` is one of missing_file, unreadable, truncated, too_large."""
 
     def __init__(self, path: Path, reason: str, detail: str):
         super().__init__(f"{path}: {reason} ({detail})")
@@ -42,8 +42,9 @@ class ImageInfo:
     dhash: str
 
 
-def open_checked(path: str | Path) -> Image.Image:
-    """Open and fully decode an image, raising :class:`ImageReadError` with a reason."""
+def open_checked(path: str | Path, max_pixels: int | None = None) -> Image.Image:
+    """Open and fully decode an image, raising :class:`ImageReadError` with a reason (one of
+    missing_file, unreadable, truncated, too_large: more than ``max_pixels`` pixels)."""
     path = Path(path)
     if not path.is_file():
         raise ImageReadError(path, "missing_file", "no such file")
@@ -51,7 +52,11 @@ def open_checked(path: str | Path) -> Image.Image:
         raise ImageReadError(path, "unreadable", "empty file")
     try:
         img = Image.open(path)
+        if max_pixels is not None and img.width * img.height > max_pixels:
+            raise ImageReadError(path, "too_large", f"{img.width}x{img.height} pixels, more than {max_pixels:,}")
         img.load()
+    except Image.DecompressionBombError as err:
+        raise ImageReadError(path, "too_large", str(err)) from err
     except UnidentifiedImageError as err:
         raise ImageReadError(path, "unreadable", f"not a recognised image: {err}") from err
     except (OSError, SyntaxError, ValueError) as err:

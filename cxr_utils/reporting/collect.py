@@ -21,7 +21,7 @@ TABLE_COLUMNS = [
     "auc", "val_auc", "loss", "val_loss", "last_accuracy", "last_val_accuracy", "last_auc", "last_val_auc",
     "last_loss", "last_val_loss", "epoch0_val_auc", "epoch0_train_auc", "kept_train_auc", "val_auc_gain",
     "learned", "did_not_learn", "filter", "batch_size", "activation_output", "optimizer", "learning_rate",
-    "fine_tune_layers", "best_epoch", "params_total", "params_trainable", "degenerate", "commit",
+    "fine_tune_layers", "best_epoch", "params_total", "params_trainable", "degenerate", "commit", "n_train", "n_val",
 ]
 # fmt: on
 
@@ -112,6 +112,8 @@ RESULT_COLUMNS = {
     "params_total": "params_total",
     "params_trainable": "params_trainable",
     "commit": "provenance.git_commit",
+    "n_train": "data.n_per_split.train",
+    "n_val": "data.n_per_split.val",
 }
 KIND_COLUMNS = {
     "custom": {
@@ -250,3 +252,35 @@ def seed_spread(final: pd.DataFrame, columns: tuple[str, ...] = ("epoch0_val_auc
             row[column] = f"{values.mean():.3f} ({values.min():.3f}-{values.max():.3f})"
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+PHASE_COLUMNS = ["run", "phase", "epochs_run", "best_epoch", "execution_minutes", "minutes_per_epoch", "n_train",
+                 "epoch0_val_auc", "val_auc", "kept_train_auc", "learned"]  # fmt: skip
+
+
+def transfer_phases(results: list[dict]) -> pd.DataFrame:
+    """One row per training phase of each transfer run: the head on cached features, and the
+    fine-tuning phase where there is one (its own epochs, minutes and AUCs)."""
+    rows = []
+    for result in results:
+        phases = [("head on features", result.get("head_phase") or result)]
+        if result.get("head_phase"):
+            phases.append((f"fine-tuning ({result.get('fine_tuned_layers')} layers)", result))
+        for phase, record in phases:
+            data = result.get("fine_tune_data") if phase.startswith("fine") else result.get("data")
+            rows.append(
+                {
+                    "run": result["run"],
+                    "phase": phase,
+                    "epochs_run": record.get("epochs_run"),
+                    "best_epoch": record.get("best_epoch"),
+                    "execution_minutes": record.get("execution_minutes"),
+                    "minutes_per_epoch": record.get("minutes_per_epoch"),
+                    "n_train": lookup(data or {}, "n_per_split.train"),
+                    "epoch0_val_auc": lookup(record, "epoch0.val_auc"),
+                    "val_auc": lookup(record, "metrics.val.auc"),
+                    "kept_train_auc": lookup(record, "kept_epoch_inference.train_auc"),
+                    "learned": record.get("learned"),
+                }
+            )
+    return pd.DataFrame(rows, columns=PHASE_COLUMNS)

@@ -1,12 +1,40 @@
-"""Export the executed report notebook as ``report.html`` without code, with figures/ and tables/."""
+"""Export the executed report notebook as ``report.html`` without code, with figures/ and tables/,
+and print it to ``report.pdf`` with headless Chromium (A4, a page break before each section)."""
 
 from __future__ import annotations
 
 import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
 from .. import config, registry
 from ..runs import results
+
+TITLE = "COVID-19 vs non-COVID chest X-ray classification: a leakage-free rebuild of a student study"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+
+STYLE = """
+<style>
+body { max-width: 1150px; margin: 0 auto; padding: 0 12px; }
+.jp-RenderedHTMLCommon table { font-size: 12px; display: block; max-width: 100%; overflow-x: auto; }
+.jp-RenderedHTMLCommon td, .jp-RenderedHTMLCommon th { white-space: normal; word-break: break-word;
+  max-width: 26em; padding: 2px 6px; }
+figure.report-figure { margin: 0.8em 0 1.2em 0; }
+figure.report-figure img { max-width: 100%; height: auto; }
+figcaption, .table-caption, .table-note { font-size: 13px; color: #333; }
+.scale-line { font-size: 12px; color: #444; border-left: 3px solid #2e86c1; padding-left: 6px; }
+@page { size: A4; margin: 14mm 11mm; }
+@media print {
+  body { max-width: none; padding: 0; }
+  h2 { break-before: page; }
+  figure.report-figure, .report-table, table, tr { break-inside: avoid; }
+  .jp-RenderedHTMLCommon table { display: table; overflow: visible; font-size: 9px; }
+  figure.report-figure img { max-height: 230mm; }
+}
+</style>
+"""
 
 SELF_CHECK = """
 <script>
@@ -21,9 +49,14 @@ window.addEventListener("load", function () {
 
 
 def export_html(
-    executed_notebook: str | Path, report_dir: str | Path, figures: list[Path] = (), tables: list[Path] = ()
+    executed_notebook: str | Path,
+    report_dir: str | Path,
+    figures: list[Path] = (),
+    tables: list[Path] = (),
+    title: str = TITLE,
 ) -> Path:
-    """The executed report notebook as ``report.html`` without code, plus figures/ and tables/."""
+    """The executed report notebook as ``report.html`` (titled ``title``) without code, plus
+    figures/ and tables/."""
     import nbformat
     from nbconvert import HTMLExporter
     from traitlets.config import Config
@@ -34,8 +67,10 @@ def export_html(
     settings.TagRemovePreprocessor.remove_cell_tags = {"remove_cell"}
     settings.TagRemovePreprocessor.enabled = True
     exporter = HTMLExporter(config=settings, exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
-    html, _ = exporter.from_notebook_node(nbformat.read(str(executed_notebook), as_version=4))
-    html = html.replace("</body>", SELF_CHECK + "</body>")
+    html, _ = exporter.from_notebook_node(
+        nbformat.read(str(executed_notebook), as_version=4), resources={"metadata": {"name": title}}
+    )
+    html = html.replace("</head>", STYLE + "</head>").replace("</body>", SELF_CHECK + "</body>")
     target = report_dir / "report.html"
     target.write_text(html)
     for sub, files in (("figures", figures), ("tables", tables)):
@@ -48,15 +83,61 @@ def export_html(
     return target
 
 
-def export_run(run_name: str, dest: str | Path, out: str | Path | None = None) -> Path:
-    """Export a completed 05_report run to ``dest``: report.html, figures/ and tables/."""
+def export_run(run_name: str, dest: str | Path, out: str | Path | None = None, pdf: bool = True) -> Path:
+    """Export a completed 05_report run to ``dest``: report.html (and report.pdf), with the
+    figures and tables of every run the report reads (data merge, comparison, shortcuts,
+    set-ups)."""
     folder = registry.REPORT.run_folder(run_name, out)
     result = results.read_result(folder)
     if not result or result.get("status") != "complete":
         raise config.ConfigError(f"{folder} holds no complete report run; run {registry.REPORT.path.name} first")
     effective = result["effective"]
-    comparison = registry.COMPARISON.run_folder(effective["comparison_run"], out)
-    data = registry.DATA_MERGE.run_folder(effective["data_run"], out)
-    figures = sorted((comparison / "figures").glob("*.png")) + sorted((data / "figures").glob("*.png"))
-    tables = sorted((comparison / "tables").glob("*.*")) + [data / "exclusions.csv", data / "cross_source_groups.csv"]
-    return export_html(folder / "notebook.ipynb", dest, figures, [t for t in tables if t.is_file()])
+    sources = [registry.DATA_MERGE.run_folder(effective["data_run"], out)]
+    for notebook, key in (
+        (registry.COMPARISON, "comparison_run"),
+        (registry.SHORTCUTS, "shortcuts_run"),
+        (registry.SETUPS, "setups_run"),
+    ):
+        if effective.get(key):
+            sources.append(notebook.run_folder(effective[key], out))
+    figures = [f for source in sources for f in sorted((source / "figures").glob("*.png"))]
+    tables = [t for source in sources[1:] for t in sorted((source / "tables").glob("*.*"))]
+    tables += [sources[0] / "exclusions.csv", sources[0] / "cross_source_groups.csv"]
+    html = export_html(folder / "notebook.ipynb", dest, figures, [t for t in tables if t.is_file()])
+    if pdf:
+        print_pdf(html)
+    return html
+
+
+def chromium() -> str | None:
+    """The headless browser that prints the PDF (Debian's chromium), or None."""
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def print_pdf(html_file: str | Path, pdf_file: str | Path | None = None) -> Path | None:
+    """Print a report page to PDF with headless Chromium; None (and a message) where Chromium is
+    missing, so the rest of the report still builds."""
+    html_file = Path(html_file)
+    pdf_file = Path(pdf_file) if pdf_file else html_file.with_suffix(".pdf")
+    browser = chromium()
+    if browser is None:
+        print("report.pdf not printed: chromium is not installed (make report installs Debian's chromium)")
+        return None
+    with tempfile.TemporaryDirectory() as profile:
+        done = subprocess.run(
+            [
+                browser,
+                *CHROMIUM_FLAGS,
+                f"--user-data-dir={profile}",
+                "--no-pdf-header-footer",
+                "--virtual-time-budget=20000",
+                f"--print-to-pdf={pdf_file}",
+                html_file.resolve().as_uri(),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    if done.returncode != 0 or not pdf_file.is_file():
+        raise RuntimeError(f"chromium could not print {html_file} to PDF: {done.stderr[-1000:]}")
+    return pdf_file

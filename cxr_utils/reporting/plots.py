@@ -222,9 +222,16 @@ def roc_pr_bands(curves: dict[str, dict], title: str, path: str | Path | None = 
         roc.fill_between(c["fpr"], c["tpr_low"], c["tpr_high"], color=line.get_color(), alpha=0.2)
         pr.plot(c["recall"], c["precision"], color=line.get_color(), label=name)
         pr.fill_between(c["recall"], c["precision_low"], c["precision_high"], color=line.get_color(), alpha=0.2)
+        if "prevalence" in c:
+            pr.axhline(c["prevalence"], color=line.get_color(), ls=":", lw=0.8)
     roc.plot([0, 1], [0, 1], color="grey", ls=":", lw=0.8)
     roc.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC, {title}")
-    pr.set(xlabel="recall (sensitivity)", ylabel="precision", title=f"Precision-recall, {title}", ylim=(0, 1.02))
+    pr.set(
+        xlabel="recall (sensitivity)",
+        ylabel="precision (dotted: prevalence)",
+        title=f"Precision-recall, {title}",
+        ylim=(0, 1.02),
+    )
     roc.legend(fontsize=7, loc="lower right")
     pr.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
@@ -271,29 +278,59 @@ def calibration_curves(curves: dict[str, tuple], title: str, path: str | Path | 
     return _save(fig, path)
 
 
-def per_source(table: pd.DataFrame, metric: str, path: str | Path | None = None) -> plt.Figure:
-    """A metric per source and model with its interval (rows: model, source, value, low, high)."""
+def per_source(table: pd.DataFrame, split: str, path: str | Path | None = None) -> plt.Figure:
+    """AUC per source and model with its interval and the images of each class under each bar;
+    a source with too few of a class gets no bar but says so (rows: model, source, auc, low,
+    high, covid, noncovid, note)."""
     _require(table, "the per-source table")
-    fig, ax = plt.subplots(figsize=(7, 3.4))
     sources = sorted(table["source"].unique())
     models = list(dict.fromkeys(table["model"]))
     width = 0.8 / max(len(models), 1)
+    fig, ax = plt.subplots(figsize=(1.9 * len(sources) + 2.5, 3.8))
     for k, model in enumerate(models):
         part = table[table["model"] == model].set_index("source").reindex(sources)
         xs = np.arange(len(sources)) + k * width
-        ax.bar(xs, part["value"], width, label=model)
+        ax.bar(xs, part["auc"], width, label=model)
         ax.errorbar(
             xs,
-            part["value"],
-            yerr=[part["value"] - part["low"], part["high"] - part["value"]],
+            part["auc"],
+            yerr=[part["auc"] - part["low"], part["high"] - part["auc"]],
             fmt="none",
             color="black",
             capsize=3,
             lw=1,
         )
-    ax.set_xticks(np.arange(len(sources)) + width * (len(models) - 1) / 2, sources)
-    ax.set(ylim=(0, 1.05), ylabel=metric, title=f"Test {metric} per source (95 % group-bootstrap interval)")
-    ax.legend(fontsize=8)
+        for x, row in zip(xs, part.itertuples()):
+            if pd.isna(row.auc):
+                ax.text(x, 0.05, "too few", rotation=90, ha="center", va="bottom", fontsize=7, color="#555")
+    counts = table.drop_duplicates("source").set_index("source").reindex(sources)
+    labels = [f"{s}\n{int(c.covid)} COVID / {int(c.noncovid)} non" for s, c in zip(sources, counts.itertuples())]
+    ax.set_xticks(np.arange(len(sources)) + width * (len(models) - 1) / 2, labels, fontsize=8)
+    ax.axhline(0.5, color="grey", ls=":", lw=0.8)
+    ax.set(ylim=(0, 1.05), ylabel="AUC", title=f"AUC per source, {split} (95 % interval; no AUC below 10 of a class)")
+    ax.title.set_fontsize(10)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def phased_curves(
+    head: pd.DataFrame, tune: pd.DataFrame, title: str, kept: tuple[int, int], path: str | Path | None = None
+) -> plt.Figure:
+    """A transfer run's two phases on one epoch axis: the head on cached features, then
+    fine-tuning, with the boundary and each phase's kept epoch marked (AUC and loss, train vs val)."""
+    _require(head, "the head phase's history")
+    joined = pd.concat([head.assign(phase="head"), tune.assign(phase="fine-tuning", epoch=tune["epoch"] + len(head))])
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
+    for ax, metric in zip(axes, ("auc", "loss")):
+        ax.plot(joined["epoch"], joined[metric], marker="o", ms=3, label="train (training mode)")
+        ax.plot(joined["epoch"], joined[f"val_{metric}"], marker="o", ms=3, label="val")
+        ax.axvline(len(head) + 0.5, color="black", lw=1, ls="--", label="fine-tuning starts")
+        for epoch in (kept[0], kept[1] + len(head)):
+            ax.axvline(epoch, color="grey", ls=":", lw=1)
+        ax.set(title=metric, xlabel="epoch (head, then fine-tuning)")
+    axes[0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
 

@@ -9,6 +9,7 @@ import pandas as pd
 from .. import registry
 from ..runs import results
 from .collect import run_folders
+from .document import shorten
 
 
 def to_markdown(table: pd.DataFrame, path: Path, floatfmt: str = ".3f") -> None:
@@ -34,35 +35,16 @@ def with_intervals(heldout: pd.DataFrame) -> pd.DataFrame:
     ].reset_index()
 
 
-def plain(table: pd.DataFrame, precision: int = 3):
-    """A table for the report: no index column, floats rounded, whole numbers without decimals."""
-    table = table.copy()
-    small = []
-    for column in table.columns:
-        values = table[column]
-        if values.dtype.kind == "f" and values.dropna().apply(float.is_integer).all():
-            table[column] = values.astype("Int64")
-        elif values.dtype.kind == "f" and 0 < values.abs().max() < 10**-precision * 10:
-            small.append(column)  # learning rates and the like: 0.0001, not 0.000
-    styled = table.style.hide(axis="index").format(precision=precision, na_rep="")
-    return styled.format("{:g}", subset=small, na_rep="") if small else styled
-
-
-def figure(path: str | Path, caption: str) -> None:
-    """Show a saved figure (embedded) with its caption, or say that it was not produced."""
-    from IPython.display import Image, Markdown, display
-
-    path = Path(path)
-    if path.is_file():
-        display(Image(filename=str(path)), Markdown(f"*{caption}*"))
-    else:
-        display(Markdown(f"*{caption}: not produced in this run ({path.name} is absent).*"))
-
-
 def provenance_table(profile: str | None, out: str | Path | None = None) -> pd.DataFrame:
     """Every run behind the report: notebook, run, profile, status, commit, times, weights."""
     rows = []
-    for notebook in (registry.DATA_MERGE, *registry.TRAINING.values(), registry.COMPARISON):
+    for notebook in (
+        registry.DATA_MERGE,
+        *registry.TRAINING.values(),
+        registry.COMPARISON,
+        registry.SHORTCUTS,
+        registry.SETUPS,
+    ):
         for folder in run_folders(notebook, out):
             result = results.read_result(folder) or {}
             if profile and result.get("profile") != profile:
@@ -74,7 +56,7 @@ def provenance_table(profile: str | None, out: str | Path | None = None) -> pd.D
                     "notebook": notebook.stem,
                     "run": folder.name,
                     "profile": result.get("profile"),
-                    "status": str(result.get("status", ""))[:40],
+                    "status": shorten(str(result.get("status", "")), 40),
                     "commit": str(prov.get("git_commit", ""))[:12],
                     "started": prov.get("started"),
                     "finished": prov.get("finished"),

@@ -1,0 +1,151 @@
+"""The report as a reader sees it: numbered figures and tables with captions and alt text, the
+scale of every result stated above it, numbers printed so that they read right.
+
+Used by the report notebook (05): each :meth:`Document.figure` / :meth:`Document.table` call
+displays one numbered, captioned element; the export turns the notebook into HTML and PDF.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+SHORT_REASON = 60  # characters of a "not run" reason shown in a table; the whole reason goes to a note
+
+
+SCIENTIFIC = ("learning_rate", "fine_tune_learning_rate")  # columns of rates such as 1e-04
+
+
+def number_format(column: pd.Series) -> str | None:
+    """A format for a float column: scientific for learning rates (1e-04, not 0.000), whole
+    numbers without decimals, three decimals otherwise; None for other columns."""
+    values = pd.to_numeric(column, errors="coerce").dropna()
+    if column.dtype.kind != "f" or values.empty:
+        return None
+    if column.name in SCIENTIFIC:
+        return "{:.0e}"
+    if (values == values.round()).all():
+        return "{:.0f}"
+    return "{:.3f}"
+
+
+def styled(table: pd.DataFrame):
+    """A table for the report: no index, each float column in its format, empty cells blank."""
+    formats = {c: f for c in table.columns if (f := number_format(table[c])) is not None}
+    return table.style.hide(axis="index").format(formats, na_rep="")
+
+
+def shorten(reason: str, limit: int = SHORT_REASON) -> str:
+    """The start of a long reason, cut at a word boundary."""
+    reason = " ".join(str(reason).split())
+    if len(reason) <= limit:
+        return reason
+    return reason[:limit].rsplit(" ", 1)[0] + " …"
+
+
+@dataclass
+class Document:
+    """Numbers figures and tables as they are shown."""
+
+    figures: int = 0
+    tables: int = 0
+    shown: list[str] = field(default_factory=list)  # the figure files shown, in order
+
+    def figure(self, path: str | Path, caption: str, alt: str) -> None:
+        """Show a saved figure, embedded, as "Figure N. caption" with alt text; or say that it was
+        not produced (no number is used up)."""
+        from IPython.display import HTML, Markdown, display
+
+        path = Path(path)
+        if not path.is_file():
+            display(Markdown(f"*{caption.split('.')[0]}: not produced in this build ({path.name} is absent).*"))
+            return
+        self.figures += 1
+        self.shown.append(path.name)
+        data = base64.b64encode(path.read_bytes()).decode()
+        display(
+            HTML(
+                f'<figure class="report-figure"><img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
+                f"<figcaption><b>Figure {self.figures}.</b> {html.escape(caption)}</figcaption></figure>"
+            )
+        )
+
+    def table(self, table: pd.DataFrame, caption: str, note: str | None = None) -> None:
+        """Show a table as "Table N. caption" (above it), with an optional note below."""
+        from IPython.display import HTML, display
+
+        self.tables += 1
+        body = styled(table).to_html() if len(table) else "<p><i>(no rows)</i></p>"
+        foot = f'<p class="table-note">{html.escape(note)}</p>' if note else ""
+        display(
+            HTML(
+                f'<div class="report-table"><p class="table-caption"><b>Table {self.tables}.</b> '
+                f"{html.escape(caption)}</p>{body}{foot}</div>"
+            )
+        )
+
+    @staticmethod
+    def scale(text: str) -> None:
+        """The line above a result that says what produced it (profile, images, size, epochs, seeds)."""
+        from IPython.display import HTML, display
+
+        display(HTML(f'<p class="scale-line">{html.escape(text)}</p>'))
+
+
+def footnotes(reasons: pd.Series) -> tuple[pd.Series, list[str]]:
+    """Short reasons with footnote marks for a table, and the numbered full reasons."""
+    notes, marks = [], []
+    for reason in reasons:
+        text = " ".join(str(reason).split())
+        if len(text) <= SHORT_REASON:
+            marks.append(text)
+            continue
+        notes.append(text)
+        marks.append(f"{shorten(text)} [{len(notes)}]")
+    return pd.Series(marks, index=reasons.index), [f"[{k}] {note}" for k, note in enumerate(notes, start=1)]
+
+
+def identical_models(table: pd.DataFrame, varying: str = "epochs") -> dict[str, str]:
+    """Runs whose kept models are the same model as an earlier run's: configurations that differ
+    only in ``varying`` (e.g. the epoch cap), share the seed, kept the same epoch and scored the
+    same val AUC. Maps each such run to the first run it equals."""
+    keys = [
+        c
+        for c in (
+            "kind",
+            "model",
+            "size",
+            "filter",
+            "batch_size",
+            "optimizer",
+            "learning_rate",
+            "activation_output",
+            "seed",
+            "best_epoch",
+            "val_auc",
+        )
+        if c in table and c != varying
+    ]
+    same = {}
+    for _, group in table.sort_values("run").groupby([table[c].astype(str) for c in keys]):
+        runs = list(group["run"])
+        same.update(dict.fromkeys(runs[1:], runs[0]))
+    return same
+
+
+def spread_text(values: pd.Series) -> str:
+    """ "0.812 (0.801-0.824)": mean and range over seeds."""
+    values = values.astype(float)
+    return f"{values.mean():.3f} ({values.min():.3f}-{values.max():.3f})" if len(values) else "n/a"
+
+
+def interval_text(value: float, low: float, high: float) -> str:
+    """ "0.812 [0.770, 0.851]", or "n/a"."""
+    if value is None or np.isnan(value):
+        return "n/a"
+    return f"{value:.3f} [{low:.3f}, {high:.3f}]"

@@ -1,0 +1,60 @@
+"""How the report prints: numbered figures and tables, number formats, footnotes, identical models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from cxr_utils.reporting import document
+
+
+def test_learning_rates_print_in_scientific_notation_and_whole_numbers_without_decimals():
+    table = pd.DataFrame({"learning_rate": [1e-4, 1e-3], "epochs": [5.0, 8.0], "val_auc": [0.81234, 0.7]})
+    html = document.styled(table).to_html()
+    assert "1e-04" in html and "0.000" not in html
+    assert ">5<" in html and ">0.812<" in html
+    assert document.number_format(pd.Series(["a"])) is None
+
+
+def test_long_reasons_become_footnotes_kept_whole():
+    long = "no weights: no ImageNet weights for backbone 'vgg16'. Looked for a file in many places " * 2
+    marks, notes = document.footnotes(pd.Series(["done", long]))
+    assert marks.tolist()[0] == "done" and marks.tolist()[1].endswith("… [1]")
+    assert len(marks.tolist()[1]) <= document.SHORT_REASON + 6
+    assert notes == [f"[1] {' '.join(long.split())}"]
+
+
+def test_identical_kept_models_are_marked():
+    table = pd.DataFrame(
+        {
+            "kind": "custom",
+            "run": ["run02", "run08", "run09", "run04"],
+            "model": "custom CNN",
+            "size": 64,
+            "filter": 3,
+            "batch_size": 50,
+            "optimizer": "RMSprop",
+            "learning_rate": [1e-4, 1e-4, 1e-4, 1e-3],
+            "activation_output": "sigmoid",
+            "seed": 1,
+            "epochs": [5, 8, 10, 5],
+            "best_epoch": [2, 2, 7, 2],
+            "val_auc": [0.8, 0.8, 0.82, 0.8],
+        }
+    )
+    assert document.identical_models(table) == {"run08": "run02"}
+
+
+def test_figures_and_tables_are_numbered_as_shown(tmp_path, capsys):
+    path = tmp_path / "a.png"
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(path)
+    doc = document.Document()
+    doc.figure(path, "First.", "a black square")
+    doc.figure(tmp_path / "absent.png", "Never made.", "nothing")
+    doc.figure(path, "Second.", "a black square again")
+    doc.table(pd.DataFrame({"a": [1]}), "A table.", note="A note.")
+    assert (doc.figures, doc.tables, doc.shown) == (2, 1, ["a.png", "a.png"])
+    assert document.interval_text(0.81234, 0.7, 0.9) == "0.812 [0.700, 0.900]"
+    assert document.interval_text(float("nan"), 0, 0) == "n/a"
+    assert document.spread_text(pd.Series([0.8, 0.82, 0.84])) == "0.820 (0.800-0.840)"

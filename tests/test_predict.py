@@ -1,0 +1,162 @@
+"""Score your own X-ray: a fake build made here, real mirror images, bad files, an OOD photograph."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import pattern, save
+from PIL import Image
+
+from cxr_utils import __main__ as cli
+from cxr_utils import config, registry
+from cxr_utils.analysis import heldout
+from cxr_utils.data import images, manifest
+from cxr_utils.modeling import models, predict
+
+MIRROR_IMAGES = [
+    "actualmed/images/CR.1.2.840.113564.1722810170.20200319202613984410.1003000225002.png",
+    "radiography/COVID-19_Radiography_Dataset/COVID/images/COVID-1.png",
+    "radiography/COVID-19_Radiography_Dataset/Normal/images/Normal-1000.png",
+]
+
+
+@pytest.fixture
+def build(tmp_path, fixture_root, clean_env):
+    """A finished build in miniature: a data merge of the fixture sources, one final custom model
+    and the comparison run that names it (its val-chosen threshold 0.4)."""
+    out = tmp_path / "out"
+    clean_env.setenv("CXR_OUTPUT_DIR", str(out))
+    clean_env.setenv("CXR_OFFLINE", "1")
+    merged = manifest.merge_sources(fixture_root, ["radiography", "cohen", "figure1"], progress=False)
+    data_folder = registry.DATA_MERGE.run_folder("default", out)
+    manifest.write_outputs(merged, data_folder)
+    run_folder = registry.CUSTOM_CNN.run_folder("final_run02_seed1", out)
+    run_folder.mkdir(parents=True)
+    models.build_custom_cnn(32, 3).save(run_folder / "model.keras")
+    result = {
+        "run": "final_run02_seed1",
+        "kind": "custom",
+        "role": "final",
+        "screened_as": "run02",
+        "status": "complete",
+        "profile": "smoke",
+        "effective": {"image_size": 32, "channels": 3, "seed": 1},
+        "data": {"manifest": str(data_folder / "manifest.csv"), "n_per_split": {"train": 10}},
+        "provenance": {"git_commit": "abc123"},
+    }
+    (run_folder / "result.json").write_text(json.dumps(result))
+    comparison = registry.COMPARISON.run_folder("comparison", out)
+    comparison.mkdir(parents=True)
+    (comparison / "result.json").write_text(
+        json.dumps(
+            {
+                "status": "complete",
+                "chosen": {"custom": "run02"},
+                "final_fits": {"custom run02": ["final_run02_seed1"]},
+                "heldout": {"custom final_run02_seed1": {"threshold": 0.4}},
+            }
+        )
+    )
+    clean_env.setattr(config, "SHARED_DATA_ROOT", fixture_root)
+    clean_env.setenv("CXR_DATA_ROOT", str(fixture_root))
+    return out
+
+
+def test_no_build_names_the_folder_looked_in(tmp_path):
+    with pytest.raises(
+        predict.NoBuild, match=r"looked for .*nothing/04_comparison/comparison/result\.json.*run `make report` first"
+    ):
+        predict.load_models("comparison", out=tmp_path / "nothing")
+
+
+@pytest.mark.mirror
+def test_mirror_images_score_as_the_report_scores_them(build, mirror_root, tmp_path):
+    found = predict.load_models("comparison", ("custom",), build)
+    assert [m.key.run for m in found] == ["final_run02_seed1"] and found[0].threshold == 0.4
+    paths = [mirror_root / p for p in MIRROR_IMAGES]
+    table = predict.predict(paths, found, None, tmp_path / "pred")
+    assert table["probability"].between(0, 1).all() and len(table) == 3
+    assert set(table["decision"]) <= {"COVID-19", "not COVID-19"}
+    assert (table["decision"] == "COVID-19").tolist() == (table["probability"] >= 0.4).tolist()
+    rows = pd.DataFrame(
+        {
+            "image_id": MIRROR_IMAGES,
+            "path": MIRROR_IMAGES,
+            "split": "test",
+            "label": "COVID",
+            "sha256": [images.file_sha256(p) for p in paths],
+        }
+    )
+    _, report_scores, _, _ = heldout.score_split(found[0].result, rows, "test", mirror_root)
+    assert np.allclose(table["probability"].to_numpy(), report_scores, atol=1e-6)
+    assert all((tmp_path / "pred" / "saliency").joinpath(f"{p.stem}_custom.png").is_file() for p in paths)
+    assert (tmp_path / "pred" / "contact_sheet.png").is_file()
+
+
+def test_bad_files_get_a_row_with_the_reason_and_the_batch_goes_on(build, tmp_path):
+    folder = tmp_path / "mine"
+    save(folder / "good.png", pattern(1, 64))
+    save(folder / "sixteen.png", pattern(2, 64), mode="I;16")
+    save(folder / "alpha.png", pattern(3, 64), mode="RGBA")
+    (folder / "text.png").write_text("not an image at all")
+    full = save(folder / "full.jpg", pattern(4, 256), quality=95)
+    (folder / "truncated.jpg").write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    full.unlink()
+    Image.new("L", (8000, 6000)).save(folder / "huge.png")
+    table = predict.predict([folder], predict.load_models("comparison", ("custom",), build), None, tmp_path / "p")
+    errors = table.set_index(table["path"].map(lambda p: p.rsplit("/", 1)[-1]))["error"]
+    assert errors["text.png"].startswith("unreadable") and errors["truncated.jpg"].startswith("truncated")
+    assert errors["huge.png"].startswith("too_large")
+    scored = table[table["error"] == ""].assign(name=lambda t: t["path"].map(lambda p: p.rsplit("/", 1)[-1]))
+    scored = scored.set_index("name")
+    assert set(scored.index) == {"good.png", "sixteen.png", "alpha.png"}
+    assert "pixel mode I;16" in scored.loc["sixteen.png", "note"] and "RGBA" in scored.loc["alpha.png", "note"]
+
+
+def test_a_colour_photograph_is_flagged_out_of_distribution(build, tmp_path, mirror_root):
+    found = predict.load_models("comparison", ("custom",), build)
+    reference = predict.reference_for(found, names=("mobilenet025",))
+    assert reference.backbone == "mobilenet025" and np.isfinite(reference.threshold)
+    rng = np.random.default_rng(0)
+    photo = np.zeros((120, 160, 3), np.uint8)
+    photo[..., 0], photo[..., 1], photo[..., 2] = 210, rng.integers(0, 255, (120, 160)), 40
+    Image.fromarray(photo).save(tmp_path / "photo.jpg")
+    cross = np.zeros((224, 224), np.uint8)
+    cross[100:124], cross[:, 100:124] = 255, 255  # grey, but no chest: far from every training image
+    Image.fromarray(cross).save(tmp_path / "cross.png")
+    table = predict.predict(
+        [tmp_path / "photo.jpg", tmp_path / "cross.png"], found, reference, tmp_path / "p", saliency_maps=False
+    ).set_index("path")
+    assert table.loc[str(tmp_path / "photo.jpg"), "ood_flag"]
+    assert "colour" in table.loc[str(tmp_path / "photo.jpg"), "note"]
+    assert table.loc[str(tmp_path / "cross.png"), "ood_flag"]
+    assert table.loc[str(tmp_path / "cross.png"), "ood_score"] > reference.threshold
+
+
+def test_the_command_prints_the_caveat_and_writes_its_files(build, tmp_path, capsys):
+    save(tmp_path / "one.png", pattern(5, 64))
+    assert (
+        cli.main(
+            [
+                "predict",
+                str(tmp_path / "one.png"),
+                "--model",
+                "custom",
+                "--out-root",
+                str(build),
+                "--out",
+                str(tmp_path / "cli"),
+                "--no-saliency",
+            ]
+        )
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert "not a medical device" in printed and "P(COVID-19) = " in printed
+    provenance = json.loads((tmp_path / "cli" / "provenance.json").read_text())
+    assert provenance["models"][0]["commit"] == "abc123" and provenance["ood"]["backbone"]
+    assert cli.main(["predict", str(tmp_path / "one.png"), "--out-root", str(tmp_path / "empty")]) == 2
+    assert "run `make report` first" in capsys.readouterr().err
