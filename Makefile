@@ -3,6 +3,7 @@
 #                 WORKERS=N runs each stage's runs on N local Dask workers)
 #   make test     create .venv if missing, lint, run the unit tests and the notebooks (nbval)
 #   make lint     ruff (lint + format check) over the package, tests, benchmarks and notebooks
+#   make student  write student/: the notebooks without their solutions (for teaching)
 PYTHON ?= python3.11
 PROFILE ?= default
 WORKERS ?=
@@ -10,7 +11,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: report test lint format env lab browser clean-outputs
+.PHONY: report test lint format env lab student browser clean-outputs
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,6 +45,10 @@ browser:
 	@{ command -v chromium && command -v pdftotext; } >/dev/null 2>&1 || { (apt-get update -qq && \
 		apt-get install -y -qq chromium poppler-utils) >/dev/null 2>&1 \
 		|| echo "note: chromium/poppler-utils could not be installed: no report.pdf, render tests skipped"; }
+
+# The student edition: the notebooks without their solution cells (see cxr_utils/course.py).
+student: $(STAMP)
+	$(PY) -m cxr_utils course student --dest student
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/

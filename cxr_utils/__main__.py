@@ -69,6 +69,11 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument("--comparison-run", default="comparison", help="the 04_comparison run naming the models")
     pred.add_argument("--no-saliency", action="store_true", help="skip the Grad-CAM overlays")
 
+    course = sub.add_parser("course", help="teaching commands")
+    course_sub = course.add_subparsers(dest="course_command", required=True)
+    student = course_sub.add_parser("student", help="write the student edition (solutions removed)")
+    student.add_argument("--dest", default=str(config.PROJECT_ROOT / "student"), help="folder (default: student/)")
+
     rep = sub.add_parser("report", help="report commands")
     rep_sub = rep.add_subparsers(dest="report_command", required=True)
     export = rep_sub.add_parser("export", help="write report.html, figures/ and tables/ from a 05_report run")
@@ -132,6 +137,12 @@ def main(argv: list[str] | None = None) -> int:
                     executor=executor,
                 )
             return 1 if any(o.status == "failed" for o in outcomes) else 0
+        if args.command == "course":
+            from .course import student_edition
+
+            for path in student_edition(args.dest):
+                print(path)
+            return 0
         if args.command == "predict":
             return _predict(args)
         if args.command == "report":

@@ -6,6 +6,7 @@ recommenders project's notebook tests: execute, then read the recorded values ba
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 import pytest
 
@@ -37,7 +38,16 @@ def test_training_stages_write_only_under_out_and_record_what_the_collector_read
     out = tmp_path / "elsewhere"
     before = project_files()
 
-    training_stages = [s for s in registry.STAGES if s.notebook.kind in ("data", "custom", "transfer")]
+    # The main job's data and training stages, with two grid runs and two transfer runs (one without weights).
+    narrower = {
+        "custom CNN grid": "params/custom/run0[12].yaml",
+        "transfer learning": ("params/transfer/mobilenet025.yaml", "params/transfer/xception.yaml"),
+    }
+    training_stages = [
+        replace(s, params_glob=narrower.get(s.name, s.params_glob))
+        for s in registry.STAGES
+        if s.notebook.kind in ("data", "custom", "transfer")
+    ]
     assert [s.name for s in training_stages][-2:] == ["final fit: custom", "final fit: transfer"]
     assert pipeline.run_pipeline(training_stages, profile="smoke", out=out, export_to=None)
 
@@ -48,27 +58,17 @@ def test_training_stages_write_only_under_out_and_record_what_the_collector_read
     transfer = collect.completed_runs(registry.TRANSFER, out, include_smoke=True)
     screening = [r for r in custom if r["role"] == "screening"]
     finals = [r for r in custom if r["role"] == "final"]
-    assert len(screening) == 14 and [r["run"] for r in transfer] == ["mobilenet025"]
+    assert sorted(r["run"] for r in screening) == ["run01", "run02"]
+    assert [r["run"] for r in transfer if r["role"] == "screening"] == ["mobilenet025"]
     chosen = collect.choose_on_val(collect.runs_table(profile="smoke", out=out, role="screening"), "custom")
     assert [r["run"] for r in finals] == [f"final_{chosen.run}_seed1"]  # the smoke profile refits one seed
     assert finals[0]["screened_as"] == chosen.run and finals[0]["effective"]["max_train_images"] is None
-    assert set(collect.not_run(out)["run"]) == {
-        "densenet169",
-        "inceptionv3",
-        "inceptionv3_100ep",
-        "vgg16",
-        "xception",
-        "xception_finetune",
-    }  # no weights under this root
+    assert set(collect.not_run(out)["run"]) == {"xception"}  # no weights under this root
     for result in custom + transfer:
-        missing = [
-            key
-            for key in collect.result_keys(result["kind"])
-            if collect.lookup(result, key) is None and not key.endswith("study_run")
-        ]
+        missing = [key for key in collect.result_keys(result["kind"]) if not collect.has_key(result, key)]
         assert not missing, (result["run"], missing)
         assert result["data"]["manifest"] == str(registry.manifest_file("default", out))
     table = collect.runs_table(profile="smoke", out=out)
-    assert len(table) == 16 and table["val_auc"].between(0, 1).all()
+    assert len(table) == len(custom) + len(transfer) and table["val_auc"].between(0, 1).all()
     printed = capfd.readouterr()
     assert "without encryption" not in printed.out + printed.err
