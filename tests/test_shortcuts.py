@@ -41,10 +41,29 @@ def test_source_probe_reads_the_source_when_it_is_visible():
     m = toy_manifest()
     rng = np.random.default_rng(2)
     visible = np.c_[(m["source"] == "a").to_numpy(float), rng.normal(size=len(m))]
-    accuracy, matrix = shortcuts.source_probe(visible, m["source"].to_numpy(), m["group_id"].to_numpy())
-    assert accuracy == 1.0 and matrix.loc["a", "a"] == (m["source"] == "a").sum()
+    scores, matrix = shortcuts.source_probe(visible, m["source"].to_numpy(), m["group_id"].to_numpy())
+    assert scores == {"accuracy": 1.0, "balanced accuracy": 1.0, "chance": 0.5}
+    assert matrix.loc["a", "a"] == (m["source"] == "a").sum()
     hidden, _ = shortcuts.source_probe(rng.normal(size=(len(m), 2)), m["source"].to_numpy(), m["group_id"].to_numpy())
-    assert 0.3 < hidden < 0.7
+    assert 0.3 < hidden["balanced accuracy"] < 0.7
+
+
+def test_a_dominant_source_does_not_pass_for_a_visible_one():
+    """With one source at 90 %, guessing it scores 90 % accuracy but only chance balanced accuracy."""
+    sources = np.array(["big"] * 180 + ["small"] * 20)
+    noise = np.random.default_rng(3).normal(size=(200, 2))
+    scores, _ = shortcuts.source_probe(noise, sources, np.arange(200))
+    assert scores["accuracy"] >= 0.85 and scores["balanced accuracy"] < 0.6
+
+
+def test_the_verdict_follows_the_numbers_and_states_its_thresholds():
+    fooled = shortcuts.verdict(0.95, 0.25, 0.81, 0.86, [shortcuts.ModelEvidence("custom", 0.80, 0.74, 0.70)])
+    assert "trivially visible" in fooled[0] and "threshold" in fooled[-2]
+    assert any("can be explained without the disease" in line for line in fooled)
+    assert fooled[-1].startswith("These numbers do not show that the models detect COVID-19")
+    clean = shortcuts.verdict(0.30, 0.25, 0.55, 0.60, [shortcuts.ModelEvidence("custom", 0.90, 0.52)])
+    assert "only partly visible" in clean[0] and "most of its score needs the lung field" in clean[-2]
+    assert clean[-1].startswith("None of these probes explains")
 
 
 def test_within_source_auc_says_too_few_below_ten_of_a_class():

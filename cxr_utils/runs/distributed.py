@@ -283,9 +283,9 @@ def outcome_of(future: Future, job: Job) -> runner.Outcome:
     try:
         outcome = future.result()
     except Exception as err:  # e.g. KilledWorker: the run fails, the batch goes on
-        outcome = runner.Outcome(job.name, job.folder, "failed", detail=runner._describe(err))
+        outcome = runner.Outcome(job.name, job.folder, "failed", detail=runner.describe_error(err))
     if outcome.status == "failed" and (results.read_result(job.folder) or {}).get("status") != "failed":
-        runner._mark_failed(job.folder, job.notebook, job.name, outcome.detail)
+        runner.mark_failed(job.folder, job.notebook, job.name, outcome.detail)
     return outcome
 
 

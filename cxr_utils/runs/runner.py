@@ -86,7 +86,8 @@ def _values_check(notebook: str, spec: dict[str, config.Parameter], profile: str
     return check
 
 
-def _mark_failed(folder: Path, notebook: str, run: str, detail: str) -> None:
+def mark_failed(folder: Path, notebook: str, run: str, detail: str) -> None:
+    """Record a run as failed (with the error) in its ``result.json``, whatever it held before."""
     result = results.read_result(folder) or {
         "run": run,
         "notebook": Path(notebook).stem,
@@ -100,7 +101,8 @@ def _mark_failed(folder: Path, notebook: str, run: str, detail: str) -> None:
     results.write_json(folder / results.RESULT_FILE, result)
 
 
-def _describe(err: BaseException) -> str:
+def describe_error(err: BaseException) -> str:
+    """ "NameError: x is not defined (cell 5)" for a notebook's error; the exception otherwise."""
     ename, evalue = getattr(err, "ename", None), getattr(err, "evalue", None)
     if ename:
         cell = getattr(err, "exec_count", None)
@@ -128,10 +130,10 @@ def execute_one(
             kernel_manager_class=ipc_kernel_manager(),
         )
     except KeyboardInterrupt:
-        _mark_failed(folder, notebook.name, name, "interrupted")
+        mark_failed(folder, notebook.name, name, "interrupted")
         raise
     except Exception as err:  # papermill raises many kinds; each is recorded, the batch goes on
-        error = _describe(err)
+        error = describe_error(err)
     else:
         error = "the notebook ended without marking its run complete"
     seconds = time.monotonic() - started
@@ -143,7 +145,7 @@ def execute_one(
         return Outcome(name, folder, "complete", seconds)
     if status.startswith("skipped"):  # the notebook stopped itself with a reason
         return Outcome(name, folder, "not run", seconds, status.split(": ", 1)[-1])
-    _mark_failed(folder, notebook.name, name, error)
+    mark_failed(folder, notebook.name, name, error)
     return Outcome(name, folder, "failed", seconds, error)
 
 
