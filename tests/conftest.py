@@ -150,6 +150,26 @@ def mirror_build(mirror_root: Path):
     return manifest.merge_sources(mirror_root, sources.SOURCES, progress=False)
 
 
+def write_probe_notebook(path: Path, parameters: str, body: str) -> Path:
+    """A tiny notebook for the runner tests: a typing import, a parameters cell, one body cell."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell(parameters)
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_code_cell("from typing import Optional"), cell, nbformat.v4.new_code_cell(body)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+def params_file(folder: Path, name: str, text: str) -> Path:
+    """A params file ``<folder>/<name>.yaml`` holding ``text``."""
+    path = folder / f"{name}.yaml"
+    path.write_text(text)
+    return path
+
+
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch):
     """No CXR_* settings from the caller's environment."""

@@ -11,11 +11,10 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import dask
-import nbformat
 import numpy as np
 import psutil
 import pytest
-from conftest import pattern, save
+from conftest import params_file, pattern, save, write_probe_notebook
 from distributed import Client, LocalCluster
 
 from cxr_utils import __main__ as cli
@@ -55,20 +54,7 @@ run.complete()"""
 @pytest.fixture
 def probe(tmp_path: Path) -> Path:
     """A notebook that doubles a value, and on request waits, logs, or kills its worker once."""
-    nb = nbformat.v4.new_notebook()
-    params = nbformat.v4.new_code_cell(PARAMETERS)
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [nbformat.v4.new_code_cell("from typing import Optional"), params, nbformat.v4.new_code_cell(BODY)]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    path = tmp_path / "probe.ipynb"
-    nbformat.write(nb, path)
-    return path
-
-
-def params_file(folder: Path, name: str, text: str) -> Path:
-    path = folder / f"{name}.yaml"
-    path.write_text(text)
-    return path
+    return write_probe_notebook(tmp_path / "probe.ipynb", PARAMETERS, BODY)
 
 
 def logged(log: Path) -> list[tuple[str, str, float, float]]:

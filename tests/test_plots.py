@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from cxr_utils.analysis import evaluation
+from cxr_utils.analysis import evaluation, heldout
 from cxr_utils.reporting import plots
 
 DPI = 120  # plots._save
@@ -86,21 +86,7 @@ def test_training_figures(history, tmp_path):
 
 def test_evaluation_figures(scores, tmp_path):
     y, s, g = scores
-    fpr, tpr, tlow, thigh = evaluation.roc_band(y, s, g, n_boot=50)
-    recall, precision, plow, phigh = evaluation.pr_band(y, s, g, n_boot=50)
-    curve = {
-        "fpr": fpr,
-        "tpr": tpr,
-        "tpr_low": tlow,
-        "tpr_high": thigh,
-        "recall": recall,
-        "precision": precision,
-        "precision_low": plow,
-        "precision_high": phigh,
-        "auc": 0.8,
-        "auc_low": 0.7,
-        "auc_high": 0.9,
-    }
+    curve = heldout.band_curves(y, s, g, {"value": 0.8, "low": 0.7, "high": 0.9}, n_boot=50, seed=0)
     predictions = pd.DataFrame(
         {"y": y, "score": s, "group_id": g, "source": np.where(np.arange(len(y)) < 280, "radiography", "figure1")}
     )

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
-import nbformat
 import pytest
+from conftest import params_file, write_probe_notebook
 
 from cxr_utils import __main__ as cli
 from cxr_utils import config
@@ -30,21 +31,8 @@ if finish:
 
 
 @pytest.fixture
-def probe(tmp_path):
-    nb = nbformat.v4.new_notebook()
-    params = nbformat.v4.new_code_cell(PARAMETERS)
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [nbformat.v4.new_code_cell("from typing import Optional"), params, nbformat.v4.new_code_cell(BODY)]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    path = tmp_path / "probe.ipynb"
-    nbformat.write(nb, path)
-    return path
-
-
-def params_file(folder, name, text):
-    path = folder / f"{name}.yaml"
-    path.write_text(text)
-    return path
+def probe(tmp_path: Path) -> Path:
+    return write_probe_notebook(tmp_path / "probe.ipynb", PARAMETERS, BODY)
 
 
 def test_batch_records_outcomes_resumes_and_never_overwrites(probe, tmp_path):

@@ -114,13 +114,13 @@ def evaluate_chosen(
             continue  # the threshold was chosen here: intervals only, no curves
         out["calibration"][split] = evaluation.calibration(y, s)
         if figures and len(np.unique(y)) == 2:
-            out["curves"][split] = _curves(y, s, g, out["metrics"][split]["0.5"]["auc"], n_boot, seed)
+            out["curves"][split] = band_curves(y, s, g, out["metrics"][split]["0.5"]["auc"], n_boot, seed)
     test = predictions[predictions["split"] == "test"]
     out["per_source"] = evaluation.auc_by_source(test, n_boot, seed) if figures else pd.DataFrame()
     return out
 
 
-def _curves(y, s, g, auc: dict, n_boot: int, seed: int) -> dict:
+def band_curves(y, s, g, auc: dict, n_boot: int, seed: int) -> dict:
     """ROC and precision-recall bands, the AUC with its interval, and the prevalence (the
     precision of a model that cannot tell the classes apart)."""
     fpr, tpr, tlow, thigh = evaluation.roc_band(y, s, g, n_boot=n_boot, seed=seed)

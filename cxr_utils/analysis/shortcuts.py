@@ -112,6 +112,12 @@ class Scored:
         }
 
 
+def scored_on(name: str, split: str, model, features: np.ndarray, manifest: pd.DataFrame, mask: np.ndarray) -> Scored:
+    """A fitted probe's scores on the masked rows (features row-aligned to ``manifest``)."""
+    y = (manifest["label"] == "COVID").to_numpy(int)
+    return Scored(name, split, y[mask], scores_of(model, features[mask]), manifest["group_id"].to_numpy()[mask])
+
+
 def fit_and_score(
     name: str,
     features: np.ndarray,
@@ -124,13 +130,7 @@ def fit_and_score(
     y = (manifest["label"] == "COVID").to_numpy(int)
     split = manifest["split"].to_numpy()
     model = logistic_probe(seed).fit(features[split == "train"], y[split == "train"])
-    return [
-        Scored(
-            name, s, y[split == s], scores_of(model, features[split == s]), manifest["group_id"].to_numpy()[split == s]
-        )
-        for s in splits
-        if (split == s).any()
-    ]
+    return [scored_on(name, s, model, features, manifest, split == s) for s in splits if (split == s).any()]
 
 
 def source_probe(
@@ -169,13 +169,7 @@ def leave_one_source_out(
     internal = manifest["split"].isin(["train", "val"]).to_numpy()
     train, test = internal & (source != held_out), source == held_out
     model = logistic_probe(seed).fit(features[train], y[train])
-    scored = Scored(
-        f"without {held_out}",
-        held_out,
-        y[test],
-        scores_of(model, features[test]),
-        manifest["group_id"].to_numpy()[test],
-    )
+    scored = scored_on(f"without {held_out}", held_out, model, features, manifest, test)
     return {**scored.auc(n_boot, seed), "train_sources": ", ".join(sorted(set(source[train])))}
 
 
@@ -191,13 +185,7 @@ def single_source(features: np.ndarray, manifest: pd.DataFrame, source: str, n_b
         mask = (src == other) & np.isin(split, ["test", "external"])
         if len(np.unique(y[mask])) < 2:
             continue
-        scored = Scored(
-            f"trained on {source} only",
-            other,
-            y[mask],
-            scores_of(model, features[mask]),
-            manifest["group_id"].to_numpy()[mask],
-        )
+        scored = scored_on(f"trained on {source} only", other, model, features, manifest, mask)
         out.append(scored.auc(n_boot, seed))
     return out
 

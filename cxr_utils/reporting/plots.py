@@ -335,6 +335,12 @@ def phased_curves(
     return _save(fig, path)
 
 
+def _interval_bars(ax: plt.Axes, ys, values, low, high, colour) -> None:
+    """Horizontal bars with their interval as error bars."""
+    ax.barh(ys, values, color=colour, height=0.6)
+    ax.errorbar(values, ys, xerr=[values - low, high - values], fmt="none", color="black", capsize=3, lw=1)
+
+
 def auc_intervals(
     table: pd.DataFrame, title: str, path: str | Path | None = None, reference: float = 0.5
 ) -> plt.Figure:
@@ -344,16 +350,7 @@ def auc_intervals(
     rows = table.iloc[::-1]
     fig, ax = plt.subplots(figsize=(7.5, 0.35 * len(rows) + 1.2))
     ys = np.arange(len(rows))
-    ax.barh(ys, rows["auc"], color="#2e86c1", height=0.6)
-    ax.errorbar(
-        rows["auc"],
-        ys,
-        xerr=[rows["auc"] - rows["low"], rows["high"] - rows["auc"]],
-        fmt="none",
-        color="black",
-        capsize=3,
-        lw=1,
-    )
+    _interval_bars(ax, ys, rows["auc"], rows["low"], rows["high"], "#2e86c1")
     ax.axvline(reference, color="grey", ls=":", lw=1)
     ax.set_yticks(ys, rows["label"], fontsize=8)
     ax.set(xlim=(0, 1), xlabel="AUC (95 % group-bootstrap interval)", title=title)
@@ -404,16 +401,7 @@ def inflation_bars(table: pd.DataFrame, path: str | Path | None = None) -> plt.F
     fig, ax = plt.subplots(figsize=(7.5, 0.35 * len(rows) + 1.2))
     ys = np.arange(len(rows))
     colours = ["#c0392b" if low > 0 else "#7f8c8d" for low in rows["inflation low"]]
-    ax.barh(ys, rows["inflation"], color=colours, height=0.6)
-    ax.errorbar(
-        rows["inflation"],
-        ys,
-        xerr=[rows["inflation"] - rows["inflation low"], rows["inflation high"] - rows["inflation"]],
-        fmt="none",
-        color="black",
-        capsize=3,
-        lw=1,
-    )
+    _interval_bars(ax, ys, rows["inflation"], rows["inflation low"], rows["inflation high"], colours)
     ax.axvline(0, color="grey", lw=0.8)
     ax.set_yticks(ys, labels, fontsize=8)
     ax.set(
