@@ -57,13 +57,17 @@ def test_a_dominant_source_does_not_pass_for_a_visible_one():
 
 
 def test_the_verdict_follows_the_numbers_and_states_its_thresholds():
-    fooled = shortcuts.verdict(0.95, 0.25, 0.81, 0.86, [shortcuts.ModelEvidence("custom", 0.80, 0.74, 0.70)])
-    assert "trivially visible" in fooled[0] and "threshold" in fooled[-2]
+    evidence = shortcuts.ModelEvidence("custom", 0.80, 0.74, external_auc=0.90, lungs_hidden_external_auc=0.88)
+    fooled = shortcuts.verdict(0.95, 0.25, 0.81, 0.86, [evidence])
+    assert "trivially visible" in fooled[0]
     assert any("can be explained without the disease" in line for line in fooled)
+    assert "keeping 80% of its discrimination" in fooled[-2] and "(external: 0.88 instead of 0.90, 95%)" in fooled[-2]
+    assert "threshold 50%: it uses a good deal outside the lungs" in fooled[-2]
     assert fooled[-1].startswith("These numbers do not show that the models detect COVID-19")
-    clean = shortcuts.verdict(0.30, 0.25, 0.55, 0.60, [shortcuts.ModelEvidence("custom", 0.90, 0.52)])
-    assert "only partly visible" in clean[0] and "most of its score needs the lung field" in clean[-2]
+    clean = shortcuts.verdict(0.30, 0.25, 0.55, 0.60, [shortcuts.ModelEvidence("custom", 0.90, 0.55)])
+    assert "only partly visible" in clean[0] and "most of its discrimination needs the lung field" in clean[-2]
     assert clean[-1].startswith("None of these probes explains")
+    assert shortcuts.kept_share(0.5, 0.9) == 0 and np.isnan(shortcuts.kept_share(0.6, 0.5))
 
 
 def test_within_source_auc_says_too_few_below_ten_of_a_class():
