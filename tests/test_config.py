@@ -114,4 +114,4 @@ def test_profile_rules_for_one_notebook_leave_the_others_alone():
     assert config.apply_profile(transfer, "smoke", "02_custom_cnn")[0]["image_size"] == 64
     assert config.apply_profile(transfer, "smoke", "03_transfer_learning")[0]["image_size"] == 224
     _, changed = config.apply_profile({"max_train_images": None, "learning_rate": 1e-3}, "default")
-    assert changed == {"max_train_images": {"requested": None, "effective": 1000}}
+    assert changed == {"max_train_images": {"requested": None, "effective": 1500}}
