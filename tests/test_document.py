@@ -37,6 +37,7 @@ def test_identical_kept_models_are_marked():
             "optimizer": "RMSprop",
             "learning_rate": [1e-4, 1e-4, 1e-4, 1e-3],
             "activation_output": "sigmoid",
+            "params_total": 5,
             "seed": 1,
             "epochs": [5, 8, 10, 5],
             "best_epoch": [2, 2, 7, 2],
@@ -58,3 +59,36 @@ def test_figures_and_tables_are_numbered_as_shown(tmp_path, capsys):
     assert document.interval_text(0.81234, 0.7, 0.9) == "0.812 [0.700, 0.900]"
     assert document.interval_text(float("nan"), 0, 0) == "n/a"
     assert document.spread_text(pd.Series([0.8, 0.82, 0.84])) == "0.820 (0.800-0.840)"
+
+
+def test_a_layer_more_is_another_model_even_at_the_same_val_auc():
+    table = pd.DataFrame(
+        {
+            "kind": "custom",
+            "run": ["run12", "run13"],
+            "model": "custom CNN",
+            "size": 64,
+            "filter": 8,
+            "batch_size": 50,
+            "optimizer": "adam",
+            "learning_rate": 1e-3,
+            "activation_output": "softmax",
+            "seed": 1,
+            "epochs": 5,
+            "best_epoch": 1,
+            "val_auc": 0.5,
+            "params_total": [3_874_401, 2_760_033],
+        }
+    )
+    assert document.identical_models(table) == {}
+
+
+def test_a_missing_weights_status_reads_short_and_names_the_backbone():
+    status = (
+        "skipped: no weights: no ImageNet weights for backbone 'vgg16'. Looked for "
+        "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5 in: a; b; c"
+    )
+    assert document.short_reason(status) == "not run: no offline ImageNet weights for vgg16"
+    assert document.short_reason("failed") == "failed"
+    html = document.styled(pd.DataFrame({"val_auc": [0.5]})).to_html()
+    assert "val auc" in html and "val_auc" not in html

@@ -58,11 +58,18 @@ def test_a_dominant_source_does_not_pass_for_a_visible_one():
 
 def test_the_verdict_follows_the_numbers_and_states_its_thresholds():
     evidence = shortcuts.ModelEvidence("custom", 0.80, 0.74, external_auc=0.90, lungs_hidden_external_auc=0.88)
-    fooled = shortcuts.verdict(0.95, 0.25, 0.81, 0.86, [evidence])
+    fooled = shortcuts.verdict(
+        0.95, 0.25, 0.81, 0.86, [evidence], trivial_external_auc=0.45, saliency={"custom": (0.86, 0.02)}
+    )
     assert "trivially visible" in fooled[0]
     assert any("can be explained without the disease" in line for line in fooled)
-    assert "keeping 80% of its discrimination" in fooled[-2] and "(external: 0.88 instead of 0.90, 95%)" in fooled[-2]
-    assert "threshold 50%: it uses a good deal outside the lungs" in fooled[-2]
+    assert "(external 0.45)" in fooled[1] and "not on the external source, where they fail" in fooled[2]
+    assert "keeping 80% of its discrimination" in fooled[-3] and "(external: 0.88 instead of 0.90, 95%)" in fooled[-3]
+    assert "threshold 50%: it uses a good deal outside the lungs" in fooled[-3]
+    assert fooled[-2] == (
+        "Grad-CAM puts 86% of custom's saliency in the central lung field and 2% in the border band "
+        "(an evenly spread map: 46% and 36%)."
+    )
     assert fooled[-1].startswith("These numbers do not show that the models detect COVID-19")
     clean = shortcuts.verdict(0.30, 0.25, 0.55, 0.60, [shortcuts.ModelEvidence("custom", 0.90, 0.55)])
     assert "only partly visible" in clean[0] and "most of its discrimination needs the lung field" in clean[-2]

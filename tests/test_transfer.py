@@ -117,7 +117,7 @@ def test_the_shared_mobilenet_file_passes_its_hash_check(mirror_root):
     assert found.sha256 == backbones.BACKBONES["mobilenet025"].sha256[MOBILENET_FILE]
 
 
-def make_fake_wheel(tmp_path, layer_name="xception", trained=True) -> tuple[Path, object]:
+def make_fake_wheel(tmp_path, layer_name="xception", trained=True, frozen=True) -> tuple[Path, object]:
     """A wheel with the upstream member layout holding a small model of the same structure."""
     import keras
 
@@ -127,7 +127,7 @@ def make_fake_wheel(tmp_path, layer_name="xception", trained=True) -> tuple[Path
         for layer in base.layers:
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.moving_mean.assign(layer.moving_mean.numpy() + 0.5)
-    base.trainable = False
+    base.trainable = not frozen
     inputs = keras.Input((71, 71, 3))
     x = keras.layers.GlobalAveragePooling2D()(base(inputs, training=False))
     model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Dense(8, activation="relu")(x)))
@@ -167,6 +167,14 @@ def test_provisioning_rejects_a_model_without_the_xception_layer(tmp_path, place
         provision.provision("xception", wheel=str(wheel), dest=str(places["env"]))
     with pytest.raises(provision.ProvisionError, match="only xception"):
         provision.provision("vgg16")
+
+
+@pytest.mark.slow
+def test_provisioning_rejects_an_xception_layer_that_was_trained_in_the_source_model(tmp_path, places):
+    wheel, _ = make_fake_wheel(tmp_path, frozen=False)
+    with pytest.raises(provision.ProvisionError, match="was trainable in the source model"):
+        provision.provision("xception", wheel=str(wheel), dest=str(places["env"]))
+    assert not (places["env"] / provision.TARGET).exists()
 
 
 @pytest.mark.slow

@@ -99,6 +99,11 @@ def extract_xception(wheel_path: Path, dest_dir: Path) -> Path:
             layer = model.get_layer(LAYER)
         except ValueError as err:
             raise ProvisionError(f"{member} has no layer named '{LAYER}'") from err
+        if layer.trainable:
+            raise ProvisionError(
+                f"layer '{LAYER}' in {member} was trainable in the source model: its weights may have been "
+                "trained on X-rays, so they are not taken for ImageNet's"
+            )
         shapes = [tuple(w.shape) for w in layer.weights]
         expected = reference_shapes()
         if shapes != expected:
@@ -122,7 +127,8 @@ def extract_xception(wheel_path: Path, dest_dir: Path) -> Path:
         "sha256": file_sha256(target),
         "tensors": len(shapes),
         "verified_against": "keras.applications.Xception(include_top=False): tensor count and shapes; "
-        "BatchNorm statistics trained (not the initial 0/1)",
+        "BatchNorm statistics trained (not the initial 0/1); the layer frozen (trainable: false) in the source "
+        "model, so its training did not change it. Not verified by hash: Keras' own file is not reachable offline.",
         "created": now(),
     }
     provenance_file(target).write_text(json.dumps(note, indent=2) + "\n")

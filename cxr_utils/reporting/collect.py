@@ -22,6 +22,7 @@ TABLE_COLUMNS = [
     "last_loss", "last_val_loss", "epoch0_val_auc", "epoch0_train_auc", "kept_train_auc", "val_auc_gain",
     "learned", "did_not_learn", "filter", "batch_size", "activation_output", "optimizer", "learning_rate",
     "fine_tune_layers", "best_epoch", "params_total", "params_trainable", "degenerate", "commit", "n_train", "n_val",
+    "patience",
 ]
 # fmt: on
 
@@ -114,6 +115,7 @@ RESULT_COLUMNS = {
     "commit": "provenance.git_commit",
     "n_train": "data.n_per_split.train",
     "n_val": "data.n_per_split.val",
+    "patience": "effective.early_stopping_patience",
 }
 KIND_COLUMNS = {
     "custom": {
@@ -181,12 +183,12 @@ def runs_table(profile: str | None = None, out: str | Path | None = None, role: 
 def ineligible(row, fine_tune: bool = True) -> str | None:
     """Why a screening run may not be chosen (None when it may): degenerate set-ups, runs that did
     not learn, and fine-tuned runs where the profile does not refit them."""
+    if not fine_tune and row.kind == "transfer" and (row.fine_tune_layers or 0) > 0:
+        return "fine-tuned: not refitted at this profile"
     if row.degenerate:
         return "degenerate set-up"
     if row.learned is not None and not pd.isna(row.learned) and not bool(row.learned):
         return f"did not learn ({row.did_not_learn})"
-    if not fine_tune and row.kind == "transfer" and (row.fine_tune_layers or 0) > 0:
-        return "fine-tuned: not refitted at this profile"
     return None
 
 
@@ -265,7 +267,8 @@ def transfer_phases(results: list[dict]) -> pd.DataFrame:
     for result in results:
         phases = [("head on features", result.get("head_phase") or result)]
         if result.get("head_phase"):
-            phases.append((f"fine-tuning ({result.get('fine_tuned_layers')} layers)", result))
+            top = result["effective"].get("fine_tune_layers")
+            phases.append((f"fine-tuning (top {top} layers, {result.get('fine_tuned_layers')} with weights)", result))
         for phase, record in phases:
             data = result.get("fine_tune_data") if phase.startswith("fine") else result.get("data")
             rows.append(

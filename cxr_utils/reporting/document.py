@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,9 +36,21 @@ def number_format(column: pd.Series) -> str | None:
 
 
 def styled(table: pd.DataFrame):
-    """A table for the report: no index, each float column in its format, empty cells blank."""
+    """A table for the report: no index, each float column in its format, empty cells blank, and
+    column names with spaces instead of underscores (so that headers can wrap between words)."""
     formats = {c: f for c in table.columns if (f := number_format(table[c])) is not None}
-    return table.style.hide(axis="index").format(formats, na_rep="")
+    shown = table.rename(columns=lambda c: str(c).replace("_", " "))
+    return shown.style.hide(axis="index").format({k.replace("_", " "): v for k, v in formats.items()}, na_rep="")
+
+
+def short_reason(status: str) -> str:
+    """What a table shows of a run's status: the reason in a few words ("not run: no offline
+    ImageNet weights for vgg16"), the status itself when it is short."""
+    text = " ".join(str(status).split())
+    backbone = re.search(r"no ImageNet weights for backbone '([^']+)'", text)
+    if backbone:
+        return f"not run: no offline ImageNet weights for {backbone.group(1)}"
+    return shorten(text)
 
 
 def shorten(reason: str, limit: int = SHORT_REASON) -> str:
@@ -56,12 +69,14 @@ class Document:
     tables: int = 0
     shown: list[str] = field(default_factory=list)  # the figure files shown, in order
 
-    def figure(self, path: str | Path, caption: str, alt: str) -> None:
-        """Show a saved figure, embedded, as "Figure N. caption" with alt text; or say that it was
-        not produced (no number is used up)."""
+    def figure(self, path: str | Path, caption: str, alt: str, scale: str | None = None) -> None:
+        """Show a saved figure, embedded, as "Figure N. caption" with alt text, under its scale
+        line; or say that it was not produced (no number is used up)."""
         from IPython.display import HTML, Markdown, display
 
         path = Path(path)
+        if scale and path.is_file():
+            self.scale(scale)
         if not path.is_file():
             display(Markdown(f"*{caption.split('.')[0]}: not produced in this build ({path.name} is absent).*"))
             return
@@ -75,10 +90,12 @@ class Document:
             )
         )
 
-    def table(self, table: pd.DataFrame, caption: str, note: str | None = None) -> None:
-        """Show a table as "Table N. caption" (above it), with an optional note below."""
+    def table(self, table: pd.DataFrame, caption: str, note: str | None = None, scale: str | None = None) -> None:
+        """Show a table as "Table N. caption" (above it, under its scale line), with an optional note below."""
         from IPython.display import HTML, display
 
+        if scale:
+            self.scale(scale)
         self.tables += 1
         body = styled(table).to_html() if len(table) else "<p><i>(no rows)</i></p>"
         foot = f'<p class="table-note">{html.escape(note)}</p>' if note else ""
@@ -125,6 +142,7 @@ def identical_models(table: pd.DataFrame, varying: str = "epochs") -> dict[str, 
             "optimizer",
             "learning_rate",
             "activation_output",
+            "params_total",
             "seed",
             "best_epoch",
             "val_auc",

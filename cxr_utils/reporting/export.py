@@ -19,8 +19,8 @@ STYLE = """
 <style>
 body { max-width: 1150px; margin: 0 auto; padding: 0 12px; }
 .jp-RenderedHTMLCommon table { font-size: 12px; display: block; max-width: 100%; overflow-x: auto; }
-.jp-RenderedHTMLCommon td, .jp-RenderedHTMLCommon th { white-space: normal; word-break: break-word;
-  max-width: 26em; padding: 2px 6px; }
+.jp-RenderedHTMLCommon td, .jp-RenderedHTMLCommon th { white-space: normal; word-break: normal;
+  overflow-wrap: normal; max-width: 28em; padding: 2px 6px; }
 figure.report-figure { margin: 0.8em 0 1.2em 0; }
 figure.report-figure img { max-width: 100%; height: auto; }
 figcaption, .table-caption, .table-note { font-size: 13px; color: #333; }
@@ -29,8 +29,10 @@ figcaption, .table-caption, .table-note { font-size: 13px; color: #333; }
 @media print {
   body { max-width: none; padding: 0; }
   h2 { break-before: page; }
+  h3, .scale-line, .table-caption { break-after: avoid; }
   figure.report-figure, .report-table, table, tr { break-inside: avoid; }
-  .jp-RenderedHTMLCommon table { display: table; overflow: visible; font-size: 9px; }
+  .jp-RenderedHTMLCommon table { display: table; overflow: visible; font-size: 7.5px; }
+  .jp-RenderedHTMLCommon td, .jp-RenderedHTMLCommon th { padding: 1px 3px; max-width: 20em; }
   figure.report-figure img { max-height: 230mm; }
 }
 </style>

@@ -302,9 +302,9 @@ def per_source(table: pd.DataFrame, split: str, path: str | Path | None = None) 
         )
         for x, row in zip(xs, part.itertuples()):
             if pd.isna(row.auc):
-                ax.text(x, 0.05, "too few", rotation=90, ha="center", va="bottom", fontsize=7, color="#555")
+                ax.text(x, 0.05, "too few", rotation=90, ha="center", va="bottom", fontsize=9, color="#333")
     counts = table.drop_duplicates("source").set_index("source").reindex(sources)
-    labels = [f"{s}\n{int(c.covid)} COVID / {int(c.noncovid)} non" for s, c in zip(sources, counts.itertuples())]
+    labels = [f"{s}\n{int(c.covid)} COVID\n{int(c.noncovid)} non-COVID" for s, c in zip(sources, counts.itertuples())]
     ax.set_xticks(np.arange(len(sources)) + width * (len(models) - 1) / 2, labels, fontsize=8)
     ax.axhline(0.5, color="grey", ls=":", lw=0.8)
     ax.set(ylim=(0, 1.05), ylabel="AUC", title=f"AUC per source, {split} (95 % interval; no AUC below 10 of a class)")
@@ -384,7 +384,7 @@ def saliency_grid(
             if col < len(images):
                 picture, caption = images[col]
                 ax.imshow(picture)
-                ax.set_title(caption, fontsize=6)
+                ax.set_title(caption, fontsize=8)
         axes[row, 0].text(
             -0.08, 0.5, category, transform=axes[row, 0].transAxes, rotation=90, va="center", ha="right", fontsize=8
         )
