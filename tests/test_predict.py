@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -92,8 +93,28 @@ def test_mirror_images_score_as_the_report_scores_them(build, mirror_root, tmp_p
     )
     _, report_scores, _, _ = heldout.score_split(found[0].result, rows, "test", mirror_root)
     assert np.allclose(table["probability"].to_numpy(), report_scores, atol=1e-6)
-    assert all((tmp_path / "pred" / "saliency").joinpath(f"{p.stem}_custom.png").is_file() for p in paths)
+    assert table["saliency"].map(lambda f: Path(f).is_file()).all() and table["saliency"].nunique() == len(paths)
     assert (tmp_path / "pred" / "contact_sheet.png").is_file()
+
+
+def test_two_images_of_one_name_keep_their_own_overlays(build, tmp_path):
+    save(tmp_path / "a" / "same.png", pattern(1, 64))
+    save(tmp_path / "b" / "same.png", pattern(2, 64))
+    table = predict.predict(
+        [tmp_path / "a", tmp_path / "b"], predict.load_models("comparison", ("custom",), build), None, tmp_path / "p"
+    )
+    overlays = [np.asarray(Image.open(f)) for f in table["saliency"]]
+    assert table["saliency"].nunique() == 2 and not np.array_equal(*overlays)
+
+
+def test_a_one_channel_custom_model_is_scored(build, tmp_path):
+    folder = registry.CUSTOM_CNN.run_folder("final_run02_seed1", build)
+    models.build_custom_cnn(32, 3, channels=1).save(folder / "model.keras")
+    save(tmp_path / "one.png", pattern(3, 64))
+    table = predict.predict(
+        [tmp_path / "one.png"], predict.load_models("comparison", ("custom",), build), None, tmp_path / "p"
+    )
+    assert table["error"].eq("").all() and 0 <= table["probability"].iloc[0] <= 1
 
 
 def test_bad_files_get_a_row_with_the_reason_and_the_batch_goes_on(build, tmp_path):

@@ -113,3 +113,7 @@ def test_a_result_made_with_other_settings_is_redone_not_reused(probe, tmp_path,
     assert runner.run_batch(probe, [path], profile="none", out=out)[0].status == "complete"
     assert results.read_result(out / "probe" / "run")["metrics"] == {"double": 4}
     assert results.read_result(out / "probe" / "run.previous")["metrics"] == {"double": 2}
+    path.write_text("fail: false\n")  # value deleted: the notebook's default 1 applies again
+    assert runner.run_batch(probe, [path], profile="none", out=out)[0].status == "complete"
+    assert "value 2 -> 1" in capsys.readouterr().out
+    assert results.read_result(out / "probe" / "run")["metrics"] == {"double": 2}

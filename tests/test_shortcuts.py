@@ -75,6 +75,9 @@ def test_the_verdict_follows_the_numbers_and_states_its_thresholds():
     assert "only partly visible" in clean[0] and "most of its discrimination needs the lung field" in clean[-2]
     assert clean[-1].startswith("None of these probes explains")
     assert shortcuts.kept_share(0.5, 0.9) == 0 and np.isnan(shortcuts.kept_share(0.6, 0.5))
+    chance = shortcuts.verdict(0.30, 0.25, 0.55, 0.60, [shortcuts.ModelEvidence("custom", 0.48, 0.52)])
+    assert chance[-2] == "custom scores test AUC 0.48: no discrimination to lose with the lungs hidden."
+    assert not any("nan" in line for line in chance)
 
 
 def test_within_source_auc_says_too_few_below_ten_of_a_class():
@@ -102,6 +105,11 @@ def test_leave_one_source_out_and_single_source_training():
     shortcut_only = np.c_[(big["source"] == "a").to_numpy(float) + noise]
     rows = shortcuts.single_source(shortcut_only, big, "a", n_boot=200)
     assert rows[0]["split"] == "b" and rows[0]["low"] < 0.5 < rows[0]["high"]  # nothing to learn within one source
+    all_covid = m.assign(label=np.where(m["source"] == "a", "COVID", m["label"]))
+    (one_class,) = shortcuts.single_source(disease, all_covid, "a", n_boot=10)
+    assert one_class["note"] == "one class in training" and np.isnan(one_class["auc"])
+    with pytest.raises(ValueError, match="probe 'x': .* single class"):
+        shortcuts.fit_and_score("x", disease, m.assign(label="COVID"))
 
 
 def test_image_statistics_see_markers_and_borders():

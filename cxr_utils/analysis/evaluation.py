@@ -85,7 +85,7 @@ def bootstrap_auc(
         idx = _draw(members, rng)
         if len(np.unique(y_true[idx])) == 2:
             draws.append(roc_auc_score(y_true[idx], scores[idx]))
-    low, high = np.percentile(draws, [100 * alpha / 2, 100 * (1 - alpha / 2)]) if draws else (np.nan, np.nan)
+    low, high = _percentile_interval(draws, alpha)
     return {
         "value": float(roc_auc_score(y_true, scores)),
         "low": float(low),
@@ -119,16 +119,20 @@ def bootstrap_thresholds(
     }
 
 
+def _percentile_interval(values, alpha: float) -> tuple[float, float]:
+    """The central 1 - ``alpha`` percentile interval of ``values``; NaNs when there are none."""
+    if not len(values):
+        return float("nan"), float("nan")
+    low, high = np.percentile(values, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    return float(low), float(high)
+
+
 def _intervals(point: dict, draws: dict[str, list], n_boot: int, alpha: float) -> dict[str, dict[str, float]]:
     out = {}
     for m in METRICS:
         values = np.array(draws[m], dtype=float)
         values = values[~np.isnan(values)]
-        low, high = (
-            np.percentile(values, [100 * alpha / 2, 100 * (1 - alpha / 2)])
-            if len(values)
-            else (float("nan"), float("nan"))
-        )
+        low, high = _percentile_interval(values, alpha)
         out[m] = {"value": point[m], "low": float(low), "high": float(high), "n_valid": int(len(values))}
     out["n"] = {"value": point["n"], "low": point["n"], "high": point["n"], "n_valid": n_boot}
     return out
@@ -200,13 +204,32 @@ def bootstrap_auc_difference(
         aucs = []
         for y, s, members in sets:
             idx = _draw(members, rng)
-            aucs.append(roc_auc_score(y[idx], s[idx]) if len(np.unique(y[idx])) == 2 else np.nan)
+            aucs.append(_auc_or_nan(y[idx], s[idx]))
         diffs.append(aucs[0] - aucs[1])
     diffs = np.array(diffs)
     diffs = diffs[~np.isnan(diffs)]
-    value = roc_auc_score(sets[0][0], sets[0][1]) - roc_auc_score(sets[1][0], sets[1][1])
-    low, high = np.percentile(diffs, [100 * alpha / 2, 100 * (1 - alpha / 2)]) if len(diffs) else (np.nan, np.nan)
+    value = _auc_or_nan(*sets[0][:2]) - _auc_or_nan(*sets[1][:2])
+    low, high = _percentile_interval(diffs, alpha)
     return {"value": float(value), "low": float(low), "high": float(high), "n_valid": int(len(diffs))}
+
+
+def _auc_or_nan(y: np.ndarray, s: np.ndarray) -> float:
+    """ROC AUC, or NaN when ``y`` holds a single class."""
+    return roc_auc_score(y, s) if len(np.unique(y)) == 2 else np.nan
+
+
+def auc_row(
+    y: np.ndarray, scores: np.ndarray, groups: np.ndarray, n_boot: int, seed: int, min_per_class: int = MIN_PER_CLASS
+) -> dict:
+    """Images of each class, AUC and its group-bootstrap interval; no AUC ("too few") where a
+    class has fewer than ``min_per_class`` images."""
+    y = np.asarray(y).astype(int)
+    covid, other = int(y.sum()), int(len(y) - y.sum())
+    row = {"covid": covid, "noncovid": other}
+    if min(covid, other) < min_per_class:
+        return {**row, "auc": np.nan, "low": np.nan, "high": np.nan, "note": f"too few (< {min_per_class})"}
+    ci = bootstrap_auc(y, scores, groups, n_boot=n_boot, seed=seed)
+    return {**row, "auc": ci["value"], "low": ci["low"], "high": ci["high"], "note": ""}
 
 
 def auc_by_source(
@@ -214,13 +237,9 @@ def auc_by_source(
 ) -> pd.DataFrame:
     """AUC within every source of a scored split (columns y, score, source, group_id), with the
     images of each class; sources with fewer than ``min_per_class`` of a class get no AUC."""
-    rows = []
-    for source, part in predictions.groupby("source"):
-        covid, other = int(part["y"].sum()), int((1 - part["y"]).sum())
-        row = {"source": source, "covid": covid, "noncovid": other}
-        if min(covid, other) < min_per_class:
-            rows.append({**row, "auc": np.nan, "low": np.nan, "high": np.nan, "note": f"too few (< {min_per_class})"})
-            continue
-        ci = bootstrap_auc(part["y"], part["score"], part["group_id"], n_boot=n_boot, seed=seed)
-        rows.append({**row, "auc": ci["value"], "low": ci["low"], "high": ci["high"], "note": ""})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(
+        [
+            {"source": source, **auc_row(part["y"], part["score"], part["group_id"], n_boot, seed, min_per_class)}
+            for source, part in predictions.groupby("source")
+        ]
+    )

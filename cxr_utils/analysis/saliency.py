@@ -102,15 +102,6 @@ def _as_list(outputs) -> list:
     return list(outputs) if isinstance(outputs, list | tuple) else [outputs]
 
 
-def _tap(model, path: tuple[str, ...]):
-    """A model: ``model``'s input -> [activation at ``path``, ``model``'s output]."""
-    import keras
-
-    if len(path) == 1:
-        return keras.Model(model.inputs, [model.get_layer(path[0]).output, model.outputs[0]])
-    return _rewire(model, path, to_dense_input=False)
-
-
 def _rewire(model, path: tuple[str, ...], to_dense_input: bool = True):
     """A model: ``model``'s input -> [activation at ``path`` (when a path is given), the input of
     the final Dense layer (or ``model``'s output when ``to_dense_input`` is False)].
@@ -139,7 +130,7 @@ def _rewire(model, path: tuple[str, ...], to_dense_input: bool = True):
             *found, x = _as_list(_rewire(op, path[1:] if op is target else ())(x))
             taps += found
         elif op is target and len(path) > 1:
-            activation, x = _tap(op, path[1:])(x)
+            activation, x = _rewire(op, path[1:], to_dense_input=False)(x)
             taps.append(activation)
         else:
             x = op(x)
@@ -180,7 +171,7 @@ def _covid_score(dense, features, score: str):
     return tf.sigmoid(logits[:, 0]) if score == "probability" else logits[:, 0]
 
 
-def _model_images(model, images: np.ndarray) -> np.ndarray:
+def model_images(model, images: np.ndarray) -> np.ndarray:
     """float32 (N, S, S, C) as the model expects; gray (N, S, S) is repeated over the channels."""
     shape = tuple(model.inputs[0].shape[1:])
     images = np.asarray(images, dtype=np.float32)
@@ -220,7 +211,7 @@ def gradcam(
         raise ValueError(f"score {score!r} must be one of {', '.join(SCORES)}")
     path = (layer,) if isinstance(layer, str) else tuple(layer or last_conv_layer(model))
     _layer_at(model, path)
-    images = _model_images(model, images)
+    images = model_images(model, images)
     size = images.shape[1:3]
     dense = _output_dense(model)
     rewired = _rewire(model, path)

@@ -27,6 +27,7 @@ from sklearn.preprocessing import StandardScaler
 
 from ..data.images import ImageReadError, load_gray8
 from . import evaluation
+from . import saliency as saliency_maps
 
 PERCENTILES = (1, 5, 25, 50, 75, 95, 99)
 MODES = ("L", "RGB", "RGBA", "P", "LA", "I;16", "I", "1", "F")
@@ -101,18 +102,35 @@ class Scored:
     def auc(self, n_boot: int, seed: int, min_per_class: int = evaluation.MIN_PER_CLASS) -> dict[str, float]:
         """AUC with its group-bootstrap interval and the images of each class; no AUC ("too few")
         where a class has fewer than ``min_per_class`` images."""
-        covid = int(self.y.sum())
-        row = {
+        return {
             "probe": self.name,
             "split": self.split,
             "n": len(self.y),
-            "covid": covid,
-            "noncovid": len(self.y) - covid,
+            **evaluation.auc_row(self.y, self.scores, self.groups, n_boot, seed, min_per_class),
         }
-        if min(covid, len(self.y) - covid) < min_per_class:
-            return {**row, "auc": np.nan, "low": np.nan, "high": np.nan, "note": f"too few (< {min_per_class})"}
-        ci = evaluation.bootstrap_auc(self.y, self.scores, self.groups, n_boot=n_boot, seed=seed)
-        return {**row, "auc": ci["value"], "low": ci["low"], "high": ci["high"], "note": ""}
+
+
+def fit_probe(features: np.ndarray, y: np.ndarray, seed: int, what: str):
+    """A logistic probe fitted on ``features``; a clear ValueError naming ``what`` when the rows
+    hold a single class (nothing to learn)."""
+    if len(np.unique(y)) < 2:
+        raise ValueError(f"{what}: {len(y)} training images of a single class; a probe needs both classes")
+    return logistic_probe(seed).fit(features, y)
+
+
+def not_scored(name: str, split: str, reason: str) -> dict:
+    """The row of a probe that could not be trained (``reason`` in its note)."""
+    return {
+        "probe": name,
+        "split": split,
+        "n": 0,
+        "covid": 0,
+        "noncovid": 0,
+        "auc": np.nan,
+        "low": np.nan,
+        "high": np.nan,
+        "note": reason,
+    }
 
 
 def scored_on(name: str, split: str, model, features: np.ndarray, manifest: pd.DataFrame, mask: np.ndarray) -> Scored:
@@ -132,7 +150,7 @@ def fit_and_score(
     ``manifest``; labels from its ``label`` column)."""
     y = (manifest["label"] == "COVID").to_numpy(int)
     split = manifest["split"].to_numpy()
-    model = logistic_probe(seed).fit(features[split == "train"], y[split == "train"])
+    model = fit_probe(features[split == "train"], y[split == "train"], seed, f"probe '{name}'")
     return [scored_on(name, s, model, features, manifest, split == s) for s in splits if (split == s).any()]
 
 
@@ -171,22 +189,29 @@ def leave_one_source_out(
     source = manifest["source"].to_numpy()
     internal = manifest["split"].isin(["train", "val"]).to_numpy()
     train, test = internal & (source != held_out), source == held_out
-    model = logistic_probe(seed).fit(features[train], y[train])
+    if len(np.unique(y[train])) < 2:
+        return {**not_scored(f"without {held_out}", held_out, "one class in training"), "train_sources": ""}
+    model = fit_probe(features[train], y[train], seed, f"without {held_out}")
     scored = scored_on(f"without {held_out}", held_out, model, features, manifest, test)
     return {**scored.auc(n_boot, seed), "train_sources": ", ".join(sorted(set(source[train])))}
 
 
 def single_source(features: np.ndarray, manifest: pd.DataFrame, source: str, n_boot: int, seed: int = 0) -> list[dict]:
     """Train a logistic probe on one source's training images and score the test images of every
-    other source (and the external split); "too few" where a source has fewer than 10 of a class."""
+    other source (and the external split); "too few" where a source has fewer than
+    ``evaluation.MIN_PER_CLASS`` of a class, "one class in training" where the source has one."""
     y = (manifest["label"] == "COVID").to_numpy(int)
     src, split = manifest["source"].to_numpy(), manifest["split"].to_numpy()
     train = (src == source) & (split == "train")
-    model = logistic_probe(seed).fit(features[train], y[train])
+    others = sorted(set(src) - {source})
+    name = f"trained on {source} only"
+    if len(np.unique(y[train])) < 2:
+        return [not_scored(name, other, "one class in training") for other in others]
+    model = fit_probe(features[train], y[train], seed, name)
     out = []
-    for other in sorted(set(src) - {source}):
+    for other in others:
         mask = (src == other) & np.isin(split, ["test", "external"])
-        scored = scored_on(f"trained on {source} only", other, model, features, manifest, mask)
+        scored = scored_on(name, other, model, features, manifest, mask)
         out.append(scored.auc(n_boot, seed))
     return out
 
@@ -253,7 +278,9 @@ def kept_share(hidden_auc: float, auc: float) -> float:
     return (hidden_auc - 0.5) / (auc - 0.5) if auc > 0.5 else float("nan")
 
 
-LUNG_SHARE, BORDER_SHARE = 0.455, 0.36  # of the image: what an evenly spread saliency map puts in each region
+# of the image: what an evenly spread saliency map puts in each region
+LUNG_SHARE = float(saliency_maps.central_lung_mask(100).mean())
+BORDER_SHARE = float(saliency_maps.border_mask(100).mean())
 
 
 def verdict(
@@ -295,6 +322,11 @@ def verdict(
     outside = []
     for model in models:
         kept = kept_share(model.lungs_hidden_test_auc, model.test_auc)
+        if np.isnan(kept):
+            lines.append(
+                f"{model.name} scores test AUC {model.test_auc:.2f}: no discrimination to lose with the lungs hidden."
+            )
+            continue
         line = (
             f"With the central lung field blacked out, {model.name} scores test AUC "
             f"{model.lungs_hidden_test_auc:.2f} instead of {model.test_auc:.2f}, keeping {kept:.0%} of its "
@@ -321,7 +353,7 @@ def verdict(
             f"Grad-CAM puts {lung:.0%} of {name}'s saliency in the central lung field and {border:.0%} in "
             f"the border band (an evenly spread map: {LUNG_SHARE:.0%} and {BORDER_SHARE:.0%})."
         )
-    doubtful = bool(explained or outside) or untrained_auc >= min(m.test_auc for m in models)
+    doubtful = bool(explained or outside) or untrained_auc >= min((m.test_auc for m in models), default=np.nan)
     lines.append(
         "These numbers do not show that the models detect COVID-19: much of what they score is available "
         "from disease-free image statistics, from features nobody trained for this task, or outside the lungs."

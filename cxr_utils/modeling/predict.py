@@ -212,12 +212,12 @@ def predict(
     rows = [{"path": str(item.path), "error": item.error} for item in loaded if item.gray is None]
     for model in models if good else []:
         batch = np.stack([resize_gray8(item.gray, model.size) for item in good])
-        probabilities = training.predict(model.model, np.repeat(batch[..., None], 3, axis=-1).astype("float32"))
+        probabilities = training.predict(model.model, saliency.model_images(model.model, batch))
         heat = saliency.gradcam(model.model, batch.astype("float32")) if saliency_maps else None
         for k, item in enumerate(good):
             saved = ""
             if heat is not None:
-                saved = str(out / "saliency" / f"{item.path.stem}_{model.key.kind}.png")
+                saved = str(out / "saliency" / f"{k:03d}_{item.path.stem}_{model.key.kind}.png")
                 _save_png(saliency.overlay(batch[k], heat[k]), saved)
             score, flag = ood.get(item.path, (np.nan, False))
             rows.append(

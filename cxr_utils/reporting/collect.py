@@ -13,6 +13,7 @@ import pandas as pd
 
 from .. import registry
 from ..runs import results
+from .document import spread_text
 
 # fmt: off
 TABLE_COLUMNS = [
@@ -244,14 +245,15 @@ def eligibility(table: pd.DataFrame, fine_tune: bool = True) -> pd.DataFrame:
     )
 
 
-def seed_spread(final: pd.DataFrame, columns: tuple[str, ...] = ("epoch0_val_auc", "val_auc", "kept_train_auc")):
+def seed_spread(
+    final: pd.DataFrame, columns: tuple[str, ...] = ("epoch0_val_auc", "val_auc", "kept_train_auc")
+) -> pd.DataFrame:
     """Mean and min-max over seeds of each final-fit configuration (one row per kind)."""
     rows = []
     for (kind, screened_as), part in final.groupby(["kind", "screened_as"]):
         row = {"kind": kind, "screened_as": screened_as, "seeds": len(part)}
         for column in columns:
-            values = part[column].astype(float)
-            row[column] = f"{values.mean():.3f} ({values.min():.3f}-{values.max():.3f})"
+            row[column] = spread_text(part[column])
         rows.append(row)
     return pd.DataFrame(rows)
 

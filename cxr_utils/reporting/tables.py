@@ -9,7 +9,7 @@ import pandas as pd
 from .. import registry
 from ..runs import results
 from .collect import run_folders
-from .document import shorten
+from .document import interval_text, shorten
 
 
 def to_markdown(table: pd.DataFrame, path: Path, floatfmt: str = ".3f") -> None:
@@ -22,10 +22,7 @@ def to_markdown(table: pd.DataFrame, path: Path, floatfmt: str = ".3f") -> None:
 def with_intervals(heldout: pd.DataFrame) -> pd.DataFrame:
     """Held-out metrics as "value [low, high]" strings: rows model/split/threshold, columns metric."""
     cells = heldout.assign(
-        text=[
-            f"{v:.3f} [{lo:.3f}, {hi:.3f}]" if pd.notna(v) else "n/a"
-            for v, lo, hi in zip(heldout["value"], heldout["low"], heldout["high"])
-        ]
+        text=[interval_text(v, lo, hi) for v, lo, hi in zip(heldout["value"], heldout["low"], heldout["high"])]
     )
     table = cells.pivot_table(
         index=["model", "split", "threshold", "n"], columns="metric", values="text", aggfunc="first"
@@ -60,7 +57,7 @@ def provenance_table(profile: str | None, out: str | Path | None = None) -> pd.D
                     "commit": str(prov.get("git_commit", ""))[:12],
                     "started": prov.get("started"),
                     "finished": prov.get("finished"),
-                    "weights sha256": (weights or {}).get("sha256", "")[:16] if isinstance(weights, dict) else "",
+                    "weights sha256": (weights.get("sha256") or "")[:16] if isinstance(weights, dict) else "",
                 }
             )
     return pd.DataFrame(rows)

@@ -122,9 +122,10 @@ class DaskExecutor:
         prefixes = {name: f"[{i}/{len(planned)}] {nb_path.stem}/{name}" for i, (name, _) in enumerate(planned, 1)}
         outcomes: dict[str, runner.Outcome] = {}
         todo = []
+        defaults = runner.notebook_defaults(nb_path)
         for name, params in planned:
             folder = base / nb_path.stem / name
-            skipped = runner.skip_or_set_aside(folder, name, params, prefixes[name], profile, force)
+            skipped = runner.skip_or_set_aside(folder, name, params, prefixes[name], profile, force, defaults)
             if skipped:
                 outcomes[name] = skipped
             else:
@@ -162,7 +163,7 @@ def make_jobs(
         kind = registry.notebook(nb_path).kind
     except config.ConfigError:
         kind = None  # not one of the pipeline's notebooks: it reads no data and no weights
-    defaults = {name: p.default for name, p in config.notebook_parameters(nb_path).items()}
+    defaults = runner.notebook_defaults(nb_path)
     batch = uuid.uuid4().hex[:8]
     return [
         Job(

@@ -48,11 +48,14 @@ def run_pipeline(
         if any(o.status == "failed" for o in outcomes):
             ok = False
             print(f"stage '{stage.name}' had failed runs; later stages may lack inputs", flush=True)
-    if ok and export_to is not None:
+    report_runs = [
+        Path(s.params_glob).stem for s in stages if s.notebook is registry.REPORT and isinstance(s.params_glob, str)
+    ]
+    if ok and export_to is not None and report_runs:
         from ..reporting.export import export_run
 
         started = time.monotonic()
-        report_run = next(Path(s.params_glob).stem for s in stages if s.notebook is registry.REPORT)
+        report_run = report_runs[-1]
         print(f"report written to {export_run(report_run, export_to, base)}", flush=True)
         timings.append(("export", time.monotonic() - started))
     print(f"\nstage wall times (profile {profile}):")

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from ..config import PROJECT_ROOT
+from ..config import PROJECT_ROOT, RUNNER_PARAMETERS
 
 RESULT_FILE = "result.json"
 PARAMS_FILE = "params.yaml"
@@ -95,16 +95,24 @@ def is_complete(folder: str | Path) -> bool:
     return bool(result) and result.get("status") == "complete"
 
 
-def differs_from(folder: str | Path, params: Mapping[str, Any], profile: str) -> str:
+def differs_from(
+    folder: str | Path, params: Mapping[str, Any], profile: str, defaults: Mapping[str, Any] | None = None
+) -> str:
     """What differs between a folder's recorded run and a planned one (its params file's values
-    and profile); empty when nothing does or nothing is recorded."""
+    over the notebook's ``defaults``, and its profile); empty when nothing does or nothing is
+    recorded. With the defaults, a key deleted from the params file counts as a change too."""
     result = read_result(folder)
     if not result:
         return ""
     changes = [f"profile {result.get('profile')} -> {profile}"] if result.get("profile") != profile else []
     requested = result.get("requested", {})
+    planned = {
+        key: value
+        for key, value in {**(defaults or {}), **params}.items()
+        if key not in RUNNER_PARAMETERS and (key in params or key in requested)
+    }
     changes += [
-        f"{key} {requested.get(key)!r} -> {value!r}" for key, value in params.items() if requested.get(key) != value
+        f"{key} {requested.get(key)!r} -> {value!r}" for key, value in planned.items() if requested.get(key) != value
     ]
     return "; ".join(changes)
 

@@ -236,7 +236,7 @@ def _run_or_skip(
     (unless ``force``), otherwise run into a fresh folder (an earlier one is set aside)."""
     folder = base / nb_path.stem / name
     prefix = f"{counter} {nb_path.stem}/{name}"
-    skipped = skip_or_set_aside(folder, name, params, prefix, profile, force)
+    skipped = skip_or_set_aside(folder, name, params, prefix, profile, force, notebook_defaults(nb_path))
     if skipped:
         return skipped
     print(f"{prefix}: running (profile {profile})", flush=True)
@@ -245,12 +245,24 @@ def _run_or_skip(
     return outcome
 
 
+def notebook_defaults(nb_path: str | Path) -> dict[str, Any]:
+    """The default value of each of a notebook's parameters."""
+    return {name: p.default for name, p in config.notebook_parameters(nb_path).items()}
+
+
 def skip_or_set_aside(
-    folder: Path, name: str, params: dict[str, Any], prefix: str, profile: str, force: bool
+    folder: Path,
+    name: str,
+    params: dict[str, Any],
+    prefix: str,
+    profile: str,
+    force: bool,
+    defaults: dict[str, Any] | None = None,
 ) -> Outcome | None:
     """The decision for one params file: a "done before" outcome when the folder holds a complete
-    result of the same params and profile (unless ``force``); else None, the folder set aside."""
-    stale = results.differs_from(folder, params, profile)
+    result of the same params (over the notebook's ``defaults``) and profile (unless ``force``);
+    else None, the folder set aside."""
+    stale = results.differs_from(folder, params, profile, defaults)
     if results.is_complete(folder) and not force and not stale:
         print(f"{prefix}: skipped (complete result in {folder}; --force to redo)", flush=True)
         return Outcome(name, folder, "done before", detail="already complete")
