@@ -1,5 +1,5 @@
 """Command line: ``python -m cxr_utils run | pipeline | predict | report export | weights provision |
-data download``."""
+data download | course student``."""
 
 from __future__ import annotations
 

@@ -31,12 +31,7 @@ class Notebook:
 
     def check_params(self, params: dict) -> list[str]:
         """Run the notebook's parameter check (ConfigError on impossible values); returns warnings."""
-        if self.check is None:
-            return []
-        import importlib
-
-        module, function = self.check.split(":")
-        return getattr(importlib.import_module(module), function)(params)
+        return _resolve(self.check)(params) if self.check else []
 
     def run_folder(self, run: str, out: str | Path | None = None) -> Path:
         """``<output root>/<stem>/<run>``."""
@@ -93,10 +88,7 @@ class Stage:
     def params_files(self, profile: str, out: Path) -> list[Path]:
         """The stage's params files (an error names the stage when a glob matches none)."""
         if self.params_from:
-            import importlib
-
-            module, function = self.params_from.split(":")
-            return getattr(importlib.import_module(module), function)(self.notebook.kind, profile, out)
+            return _resolve(self.params_from)(self.notebook.kind, profile, out)
         globs = (self.params_glob,) if isinstance(self.params_glob, str) else self.params_glob
         files = sorted(path for pattern in globs for path in config.PROJECT_ROOT.glob(pattern))
         if not files:
@@ -118,3 +110,11 @@ STAGES = (
     Stage("set-ups", SETUPS, "params/report/setups.yaml", always=True),
     Stage("report", REPORT, "params/report/report.yaml", always=True),
 )
+
+
+def _resolve(target: str):
+    """The function a "module:function" string names (imported when first needed)."""
+    import importlib
+
+    module, function = target.split(":")
+    return getattr(importlib.import_module(module), function)

@@ -78,7 +78,6 @@ def test_training_figures(history, tmp_path):
         "curves": lambda p: plots.training_curves(history, "a run", best_epoch=2, path=p),
         "grid": lambda p: plots.val_auc_by_run(table, {"run01": 0.9}, path=p),
         "gap": lambda p: plots.overfitting_panel({"a": history, "b": history.assign(accuracy=0.9)}, path=p),
-        "accuracy": lambda p: plots.training_accuracy({"a": history}, path=p),
         "phases": lambda p: plots.phased_curves(history, history, "head then fine-tuning", (2, 1), path=p),
     }.items():
         check_png(draw(tmp_path / f"{name}.png"), tmp_path / f"{name}.png")
@@ -113,7 +112,6 @@ def test_evaluation_figures(scores, tmp_path):
             pd.DataFrame({"kind": [], "run": [], "role": [], "val_auc": [], "degenerate": []})
         ),
         lambda: plots.overfitting_panel({}),
-        lambda: plots.training_accuracy({}),
         lambda: plots.roc_pr_bands({}, "test"),
         lambda: plots.confusion_grid({}),
         lambda: plots.calibration_curves({}, "test"),

@@ -4,20 +4,25 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from ..data import datasets
 from ..modeling import backbones, features, training
+from ..modeling.precision import apply_recorded, recorded_policy
 from . import evaluation
+
+if TYPE_CHECKING:
+    import keras
 
 SCORED_SPLITS = ("val", "test", "external")
 HELDOUT_SPLITS = ("test", "external")
 REPORTED_SPLITS = ("val", *HELDOUT_SPLITS)  # val too: its intervals show how much a choice on val can move
 
 
-def load_run_model(result: dict):
+def load_run_model(result: dict) -> keras.Model:
     """The saved best model of a run (transfer models need their preprocessing layer)."""
     import keras
 
@@ -45,15 +50,13 @@ def _feature_scorer(result: dict) -> Callable[[datasets.SplitArrays], np.ndarray
     import keras
 
     effective = result["effective"]
-    weights = backbones.Weights(result["weights"]["file"], result["weights"]["sha256"], result["weights"]["origin"])
-    policy = (result.get("precision") or {}).get("policy", "float32")
+    weights = backbones.Weights.from_record(result["weights"])
+    policy = recorded_policy(result)
     cache = features.cache_folder(effective["backbone"], weights, effective["image_size"], policy)
     head = keras.saving.load_model(Path(result["folder"]) / "head" / training.MODEL_FILE)
 
     def build():
-        from ..modeling.precision import Precision, apply_policy
-
-        apply_policy(Precision(policy, policy, "as the run was trained", "", ()))
+        apply_recorded(policy, "as the run was trained")
         return backbones.build_extractor(effective["backbone"], weights, effective["image_size"])
 
     def score(arrays: datasets.SplitArrays) -> np.ndarray:
@@ -63,7 +66,13 @@ def _feature_scorer(result: dict) -> Callable[[datasets.SplitArrays], np.ndarray
     return score
 
 
-def score_split(result: dict, manifest: pd.DataFrame, split: str, root: Path, score=None):
+def score_split(
+    result: dict,
+    manifest: pd.DataFrame,
+    split: str,
+    root: Path,
+    score: Callable[[datasets.SplitArrays], np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray, pd.DataFrame, pd.DataFrame]:
     """Scores (probability of COVID) of a run's model on every readable image of one split.
 
     Returns (y, scores, rows, failures): ``failures`` lists the images that could not be read.
@@ -120,7 +129,7 @@ def evaluate_chosen(
     return out
 
 
-def band_curves(y, s, g, auc: dict, n_boot: int, seed: int) -> dict:
+def band_curves(y: np.ndarray, s: np.ndarray, g: np.ndarray, auc: dict, n_boot: int, seed: int) -> dict:
     """ROC and precision-recall bands, the AUC with its interval, and the prevalence (the
     precision of a model that cannot tell the classes apart)."""
     fpr, tpr, tlow, thigh = evaluation.roc_band(y, s, g, n_boot=n_boot, seed=seed)

@@ -227,18 +227,9 @@ def untrained_cnn_features(images: np.ndarray, params: dict, seed: int, batch_si
     from ..modeling import models, training
 
     training.seed_everything(seed)
-    net = models.build_custom_cnn(
-        params["image_size"],
-        params["filter"],
-        params.get("activation", "relu"),
-        "sigmoid",
-        params.get("layers_to_add", 0),
-        params.get("channels", 3),
-    )
+    net = models.custom_cnn_from(params, "sigmoid")
     features = keras.Model(net.inputs, net.get_layer("dense").output)
-    x = images[..., None].astype("float32")
-    if params.get("channels", 3) == 3:
-        x = np.repeat(x, 3, axis=-1)
+    x = saliency_maps.model_images(net, images)
     return np.asarray(features.predict(x, batch_size=batch_size, verbose=0), dtype=np.float32)
 
 

@@ -14,13 +14,14 @@ from __future__ import annotations
 import functools
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .. import config
 from ..data.images import file_sha256
+from .precision import recorded_policy
 
 RANDOM_INIT = "random init"
 
@@ -121,6 +122,37 @@ class Weights:
 
     def as_dict(self) -> dict:
         return {"file": self.file, "sha256": self.sha256, "origin": self.origin, "label": self.label}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Weights:
+        """The weights a ``result.json`` recorded (its ``weights`` entry, as :meth:`as_dict` wrote it)."""
+        return cls(record["file"], record["sha256"], record["origin"])
+
+
+@dataclass(frozen=True)
+class FeatureSource:
+    """Which frozen backbone makes the features of a probe or an OOD reference, and how."""
+
+    backbone: str
+    weights: Weights
+    size: int
+    policy: str
+    passed: tuple[str, ...] = ()  # why earlier candidates were passed over
+
+
+def feature_source(transfer_result: Mapping[str, Any] | None, fallback: Sequence[str]) -> FeatureSource:
+    """The backbone of a transfer run (its weights, image size and precision, as it was trained),
+    else the first of ``fallback`` with offline ImageNet weights at 224 px in float32."""
+    if transfer_result is not None:
+        effective = transfer_result["effective"]
+        return FeatureSource(
+            effective["backbone"],
+            Weights.from_record(transfer_result["weights"]),
+            int(effective["image_size"]),
+            recorded_policy(transfer_result),
+        )
+    backbone, weights, passed = first_available(tuple(fallback))
+    return FeatureSource(backbone, weights, 224, "float32", tuple(passed))
 
 
 def get_backbone(name: str) -> Backbone:

@@ -85,14 +85,7 @@ def load_train_val(params: Mapping[str, Any], run: Run | None = None) -> TrainVa
 
 def custom_cnn(params: Mapping[str, Any]):
     """The study's custom CNN of a run's parameters, compiled (its optimizer, learning rate, loss)."""
-    model = models.build_custom_cnn(
-        params["image_size"],
-        params["filter"],
-        params.get("activation", "relu"),
-        params["activation_output"],
-        params["layers_to_add"],
-        params.get("channels", 3),
-    )
+    model = models.custom_cnn_from(params)
     models.compile_model(model, params["optimizer"], params["learning_rate"], params["loss"])
     return model
 

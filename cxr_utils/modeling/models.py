@@ -87,6 +87,19 @@ def build_custom_cnn(
     return keras.Model(inputs, outputs, name="custom_cnn")
 
 
+def custom_cnn_from(params: Mapping[str, Any], activation_output: str | None = None):
+    """The study's CNN (uncompiled) of a run's parameters; ``activation_output`` overrides the
+    run's own output activation."""
+    return build_custom_cnn(
+        params["image_size"],
+        params["filter"],
+        params.get("activation", "relu"),
+        activation_output or params.get("activation_output", "sigmoid"),
+        params.get("layers_to_add", 0),
+        params.get("channels", 3),
+    )
+
+
 def compile_model(model, optimizer: str, learning_rate: float, loss: str) -> None:
     """Compile with the study's metrics (accuracy, AUC) and ``learning_rate=`` (not ``lr=``)."""
     import keras

@@ -10,8 +10,10 @@ probabilities) in float32, so scores stay float32 for scikit-learn.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from .. import config
 
@@ -81,3 +83,13 @@ def apply_policy(precision: Precision) -> None:
     import keras
 
     keras.mixed_precision.set_global_policy(precision.policy)
+
+
+def recorded_policy(result: Mapping[str, Any]) -> str:
+    """The policy a run recorded in its ``result.json`` (float32 for runs that recorded none)."""
+    return (result.get("precision") or {}).get("policy", "float32")
+
+
+def apply_recorded(policy: str, why: str) -> None:
+    """Set a policy chosen earlier (to rebuild a model as it was trained), ``why`` saying so."""
+    apply_policy(Precision(policy, policy, why, "", ()))

@@ -186,13 +186,8 @@ def reference_for(
     transfer = next((m for m in models if m.key.kind == "transfer"), None)
     source = (transfer or models[0]).result
     manifest = datasets.read_manifest(Path(source["data"]["manifest"]))
-    if transfer is not None:
-        recorded, effective = transfer.result["weights"], transfer.result["effective"]
-        weights = backbones.Weights(recorded["file"], recorded["sha256"], recorded["origin"])
-        policy = (transfer.result.get("precision") or {}).get("policy", "float32")
-        return ood_reference(manifest, effective["backbone"], weights, effective["image_size"], policy)
-    backbone, weights, _ = backbones.first_available(names)
-    return ood_reference(manifest, backbone, weights, 224)
+    found = backbones.feature_source(transfer.result if transfer else None, names)
+    return ood_reference(manifest, found.backbone, found.weights, found.size, found.policy)
 
 
 def predict(
@@ -246,9 +241,9 @@ def predict(
 def _ood_scores(good: list[Loaded], reference: OODReference | None) -> dict[Path, tuple[float, bool]]:
     if reference is None or not good:
         return {}
-    from .precision import Precision, apply_policy
+    from .precision import apply_recorded
 
-    apply_policy(Precision(reference.policy, reference.policy, "as the reference features were made", "", ()))
+    apply_recorded(reference.policy, "as the reference features were made")
     extractor = backbones.build_extractor(reference.backbone, reference.weights, reference.size)
     batch = np.stack([resize_gray8(item.gray, reference.size) for item in good])
     vectors = features.extract(extractor, batch, [f"input-{k}" for k in range(len(good))], cache=None).features

@@ -55,7 +55,7 @@ def completed_runs(
     found = []
     for folder in run_folders(notebook, out):
         result = results.read_result(folder)
-        if results.is_complete(folder) and (include_smoke or result.get("profile") != "smoke"):
+        if result and result.get("status") == "complete" and (include_smoke or result.get("profile") != "smoke"):
             found.append({**result, "folder": str(folder)})
     return found
 

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from ..analysis.evaluation import MIN_PER_CLASS
 from ..data.images import ImageReadError, load_gray8
 
 PALETTE = {"COVID": "#c0392b", "NONCOVID": "#2e86c1"}
@@ -199,18 +200,6 @@ def overfitting_panel(histories: dict[str, pd.DataFrame], path: str | Path | Non
     return _save(fig, path)
 
 
-def training_accuracy(histories: dict[str, pd.DataFrame], path: str | Path | None = None) -> plt.Figure:
-    """Training accuracy by epoch of a few runs on one axis (the study's Figure 9)."""
-    _require(histories, "the run histories")
-    fig, ax = plt.subplots(figsize=(6, 3.4))
-    for name, history in histories.items():
-        ax.plot(history["epoch"], history["accuracy"], marker="o", ms=3, label=name)
-    ax.set(xlabel="epoch", ylabel="training accuracy", title="Training accuracy: custom CNN vs transfer")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return _save(fig, path)
-
-
 def roc_pr_bands(curves: dict[str, dict], title: str, path: str | Path | None = None) -> plt.Figure:
     """ROC and precision-recall curves with 95 % group-bootstrap bands, one colour per model."""
     _require(curves, "the curves")
@@ -280,8 +269,8 @@ def calibration_curves(curves: dict[str, tuple], title: str, path: str | Path | 
 
 def per_source(table: pd.DataFrame, split: str, path: str | Path | None = None) -> plt.Figure:
     """AUC per source and model with its interval and the images of each class under each bar;
-    a source with too few of a class gets no bar but says so (rows: model, source, auc, low,
-    high, covid, noncovid, note)."""
+    a source with too few of a class (``MIN_PER_CLASS``) gets no bar but says so
+    (rows: model, source, auc, low, high, covid, noncovid, note)."""
     _require(table, "the per-source table")
     sources = sorted(table["source"].unique())
     models = list(dict.fromkeys(table["model"]))
@@ -307,7 +296,11 @@ def per_source(table: pd.DataFrame, split: str, path: str | Path | None = None) 
     labels = [f"{s}\n{int(c.covid)} COVID\n{int(c.noncovid)} non-COVID" for s, c in zip(sources, counts.itertuples())]
     ax.set_xticks(np.arange(len(sources)) + width * (len(models) - 1) / 2, labels, fontsize=8)
     ax.axhline(0.5, color="grey", ls=":", lw=0.8)
-    ax.set(ylim=(0, 1.05), ylabel="AUC", title=f"AUC per source, {split} (95 % interval; no AUC below 10 of a class)")
+    ax.set(
+        ylim=(0, 1.05),
+        ylabel="AUC",
+        title=f"AUC per source, {split} (95 % interval; no AUC below {MIN_PER_CLASS} of a class)",
+    )
     ax.title.set_fontsize(10)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()

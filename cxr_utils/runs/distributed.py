@@ -16,7 +16,9 @@ A task, on its worker:
    papermill into it, as the sequential runner does.
 
 A task whose worker dies is run once more on another worker (the scheduler's
-``allowed-failures``); a run that gets no outcome is recorded as failed in its ``result.json``.
+``allowed-failures``, which :func:`local_cluster` sets; a remote scheduler keeps its own); a task
+that raises (the runner's own code failing, not a notebook: that is an outcome) is retried once
+(``retries=1``). A run that gets no outcome is recorded as failed in its ``result.json``.
 The client prints the sequential runner's lines as runs start and finish, under a progress bar.
 """
 

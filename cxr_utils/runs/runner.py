@@ -263,10 +263,11 @@ def skip_or_set_aside(
     result of the same params (over the notebook's ``defaults``) and profile (unless ``force``);
     else None, the folder set aside."""
     stale = results.differs_from(folder, params, profile, defaults)
-    if results.is_complete(folder) and not force and not stale:
+    complete = results.is_complete(folder)
+    if complete and not force and not stale:
         print(f"{prefix}: skipped (complete result in {folder}; --force to redo)", flush=True)
         return Outcome(name, folder, "done before", detail="already complete")
-    if results.is_complete(folder) and stale:
+    if complete and stale:
         print(f"{prefix}: the complete result in {folder} was made with other settings ({stale}); redoing", flush=True)
     results.set_aside(folder)
     return None
