@@ -47,6 +47,14 @@ def check(
     return verdict
 
 
+def prove(check_answer: Callable[[Any], str], solution: Any, wrong: Any) -> None:
+    """The instructor's proof of an exercise: its check (``check_answer``, one answer in, the
+    verdict out) passes the solution and fails a blank and a wrong answer (AssertionError if not)."""
+    for answer, expected in ((solution, CORRECT), (None, NOT_ANSWERED), (wrong, INCORRECT)):
+        verdict = check_answer(answer)
+        assert verdict == expected, f"the check gave {verdict!r} for {answer!r}; expected {expected!r}"
+
+
 def _same(answer: Any, expected: Any, tolerance: float) -> bool:
     if isinstance(expected, bool) or isinstance(answer, bool):
         return bool(answer) == bool(expected) and isinstance(answer, bool)

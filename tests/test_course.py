@@ -25,6 +25,14 @@ def test_a_check_says_right_wrong_or_unanswered_without_showing_the_answer(capsy
     assert "Hint: look again" in printed and "3.1" not in printed.replace("e: ", "")
 
 
+def test_the_instructors_proof_fails_a_check_that_cannot_tell_right_from_wrong():
+    course.prove(lambda answer: course.check("e", answer, 3), 3, 4)
+    with pytest.raises(AssertionError, match="the check gave 'correct' for 4"):
+        course.prove(lambda answer: course.check("e", answer, rule=lambda a: a > 0), 3, 4)
+    with pytest.raises(AssertionError, match="for 2; expected 'correct'"):
+        course.prove(lambda answer: course.check("e", answer, 3), 2, 4)
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_every_notebook_opens_with_objectives_and_ends_with_questions_and_checked_exercises(path):
     nb = nbformat.read(str(path), as_version=4)
@@ -37,7 +45,7 @@ def test_every_notebook_opens_with_objectives_and_ends_with_questions_and_checke
         assert f"answer_{k} = None  # your answer" in "\n".join(text)
         solutions = [c for c in nb.cells if "solution" in c.metadata.get("tags", []) and f"answer_{k}" in c.source]
         assert len(solutions) == 2, f"{path.name}: exercise {k} needs a solution and its verification"
-        assert any("course.NOT_ANSWERED" in c.source and "course.INCORRECT" in c.source for c in solutions)
+        assert any(c.source.split("\n", 1)[-1].startswith("course.prove(") for c in solutions)
 
 
 def test_the_student_edition_has_no_solutions_and_keeps_every_placeholder(tmp_path):
