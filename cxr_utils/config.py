@@ -195,10 +195,20 @@ def not_one_of(params: Mapping[str, Any], choices: Mapping[str, Any]) -> list[st
     return problems
 
 
-# Keys every training notebook (02, 03) has, with their allowed values.
+# Keras dtype policies a run may ask for ("auto" picks one for the machine: modeling.precision).
+PRECISION_POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
+
+# Keys every training notebook (02, 03) has, with their allowed values and their minimums.
 TRAINING_CHOICES = {
-    "precision": ("auto", "float32", "mixed_bfloat16", "mixed_float16"),
+    "precision": ("auto", *PRECISION_POLICIES),
     "role": ("screening", "final"),
+}
+TRAINING_MINIMUMS = {
+    "early_stopping_patience": 1,
+    "batch_size": 1,
+    "epochs": 1,
+    "max_train_images": 2,
+    "max_val_images": 2,
 }
 
 

@@ -100,7 +100,12 @@ BACKBONES = {
 
 
 class WeightsNotFound(config.ConfigError):
-    """No weights file for a backbone; the message says where we looked and what to do."""
+    """No weights file for a backbone; the message says where we looked and what to do,
+    ``summary`` the first part alone."""
+
+    def __init__(self, message: str, summary: str | None = None) -> None:
+        super().__init__(message)
+        self.summary = summary or message
 
 
 class WeightsHashMismatch(config.ConfigError):
@@ -168,16 +173,7 @@ def check_transfer_params(params: Mapping[str, Any]) -> list[str]:
     returns warnings (a randomly initialised backbone is not transfer learning)."""
     problems = config.below_minimum(
         params,
-        {
-            "early_stopping_patience": 1,
-            "batch_size": 1,
-            "epochs": 1,
-            "fine_tune_layers": 0,
-            "fine_tune_epochs": 1,
-            "max_train_images": 2,
-            "max_val_images": 2,
-            "fine_tune_max_train_images": 2,
-        },
+        {**config.TRAINING_MINIMUMS, "fine_tune_layers": 0, "fine_tune_epochs": 1, "fine_tune_max_train_images": 2},
         above={"learning_rate": 0, "fine_tune_learning_rate": 0},
     )
     if params["backbone"] not in BACKBONES:
@@ -271,12 +267,14 @@ def resolve_weights(
             return Weights(str(path), check_hash(backbone, path), "downloaded by Keras")
         except Exception as err:  # keras.utils.get_file raises a bare Exception on a URL failure
             tried.append(f"Keras download ({type(err).__name__}: {err})")
+    summary = f"no ImageNet weights for backbone '{name}'"
     raise WeightsNotFound(
-        f"no ImageNet weights for backbone '{name}'. Looked for {', '.join(backbone.weight_files)} in: "
+        f"{summary}. Looked for {', '.join(backbone.weight_files)} in: "
         + "; ".join(tried)
         + ". Put the file in outputs/weights/ or a folder named by CXR_WEIGHTS_DIR, or pass weights_path"
         + (", or run `python -m cxr_utils weights provision xception`" if name == "xception" else "")
-        + ". A run may use weights: none, which is labelled 'random init' and is not transfer learning."
+        + ". A run may use weights: none, which is labelled 'random init' and is not transfer learning.",
+        summary,
     )
 
 
@@ -288,7 +286,7 @@ def first_available(names: list[str] | tuple[str, ...]) -> tuple[str, Weights, l
         try:
             return name, resolve_weights(name), passed
         except WeightsNotFound as err:
-            passed.append(f"{name}: {str(err).split('. Looked for')[0]}")
+            passed.append(f"{name}: {err.summary}")
     raise WeightsNotFound("no ImageNet weights for any of " + ", ".join(names) + ": " + "; ".join(passed))
 
 

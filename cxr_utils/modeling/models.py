@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..config import TRAINING_CHOICES, ConfigError, below_minimum, not_one_of
+from ..config import TRAINING_CHOICES, TRAINING_MINIMUMS, ConfigError, below_minimum, not_one_of
 
 OPTIMIZERS = ("rmsprop", "adam")
 LOSSES = ("binary_crossentropy", "categorical_crossentropy")
@@ -21,16 +21,7 @@ def check_custom_cnn_params(params: Mapping[str, Any]) -> list[str]:
     """
     problems = below_minimum(
         params,
-        {
-            "early_stopping_patience": 1,
-            "image_size": 1,
-            "filter": 1,
-            "batch_size": 1,
-            "epochs": 1,
-            "layers_to_add": 0,
-            "max_train_images": 2,
-            "max_val_images": 2,
-        },
+        {**TRAINING_MINIMUMS, "image_size": 1, "filter": 1, "layers_to_add": 0},
         above={"learning_rate": 0},
     )
     choices = {"channels": (1, 3), "loss": LOSSES, "activation_output": OUTPUT_ACTIVATIONS, **TRAINING_CHOICES}

@@ -17,7 +17,7 @@ from typing import Any
 
 from .. import config
 
-POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
+POLICIES = config.PRECISION_POLICIES
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 CPUINFO = Path("/proc/cpuinfo")
 
