@@ -76,6 +76,15 @@ def test_missing_weights_message_names_backbone_files_places_and_remedies(places
         backbones.resolve_weights("vgg16", explicit=str(places["explicit"] / "nope.h5"))
 
 
+def test_first_available_passes_over_missing_weights_saying_why(places):
+    put(places["env"])
+    backbone, weights, passed = backbones.first_available(("densenet169", "vgg16"))
+    assert backbone == "vgg16" and weights.file == str(places["env"] / VGG)
+    assert passed == ["densenet169: no ImageNet weights for backbone 'densenet169'"]
+    with pytest.raises(backbones.WeightsNotFound, match=r"any of xception, densenet169: xception: no ImageNet"):
+        backbones.first_available(("xception", "densenet169"))
+
+
 def test_download_is_the_last_resort_and_its_failure_is_reported(places, clean_env):
     clean_env.delenv("CXR_OFFLINE")
 
