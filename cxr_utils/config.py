@@ -242,8 +242,9 @@ PROFILE_SECTIONS = ("scale", "caps", "set")
 
 def load_profile(name: str) -> dict[str, Any]:
     """A profile: ``scale`` (multiply numbers), ``caps`` (upper bounds), ``set`` (overrides) for
-    every notebook; ``notebooks: {<stem>: {scale/caps/set}}`` for one notebook only; and
-    ``final_fit`` (``seeds``, ``fine_tune``, ``set``) for the final fits of the chosen configurations."""
+    every notebook; ``notebooks: {<stem>: {scale/caps/set/final_set}}`` for one notebook only; and
+    ``final_fit`` (``seeds``, ``fine_tune``, ``set``) for the final fits of the chosen configurations
+    (a notebook's ``final_set`` adds to and overrides ``final_fit.set`` for its final fits)."""
     empty = {"rules": {section: {} for section in PROFILE_SECTIONS}, "notebooks": {}, "final_fit": dict(FINAL_FIT)}
     if name in ("none", ""):
         return empty
@@ -256,7 +257,7 @@ def load_profile(name: str) -> dict[str, Any]:
         raise ConfigError(f"profile {path}: unknown sections {sorted(unknown)}")
     notebooks = data.get("notebooks") or {}
     for stem, rules in notebooks.items():
-        wrong = set(rules or {}) - set(PROFILE_SECTIONS)
+        wrong = set(rules or {}) - {*PROFILE_SECTIONS, "final_set"}
         if wrong:
             raise ConfigError(f"profile {path}: notebooks.{stem} has unknown sections {sorted(wrong)}")
     final_fit = {**FINAL_FIT, **(data.get("final_fit") or {})}
@@ -265,7 +266,7 @@ def load_profile(name: str) -> dict[str, Any]:
     return {
         "rules": {section: data.get(section) or {} for section in PROFILE_SECTIONS},
         "notebooks": {
-            stem: {section: (rules or {}).get(section) or {} for section in PROFILE_SECTIONS}
+            stem: {section: (rules or {}).get(section) or {} for section in (*PROFILE_SECTIONS, "final_set")}
             for stem, rules in notebooks.items()
         },
         "final_fit": final_fit,
@@ -285,9 +286,16 @@ def final_fit_settings(profile: str) -> dict[str, Any]:
 def profile_rules(profile: str, notebook: str | None = None) -> dict[str, dict[str, Any]]:
     """The scale/caps/set rules a profile applies to one notebook: its general rules, with the
     notebook's own rules (``notebooks: {<stem>: ...}``) added and taking precedence."""
-    loaded = load_profile(profile)
-    own = loaded["notebooks"].get(Path(notebook).stem, {}) if notebook else {}
+    return _rules_for(load_profile(profile), notebook)
+
+
+def _rules_for(loaded: dict[str, Any], notebook: str | None) -> dict[str, dict[str, Any]]:
+    own = _own_rules(loaded, notebook)
     return {section: {**loaded["rules"][section], **own.get(section, {})} for section in PROFILE_SECTIONS}
+
+
+def _own_rules(loaded: dict[str, Any], notebook: str | None) -> dict[str, dict[str, Any]]:
+    return loaded["notebooks"].get(Path(notebook).stem, {}) if notebook else {}
 
 
 def _scaled(value: Any, factor: float) -> Any:
@@ -304,10 +312,12 @@ def apply_profile(
     In order: ``scale`` multiplies a number (integers stay integers, at least 1), so a grid
     keeps its contrasts (20/30/40 epochs stay distinct); ``caps`` lower a number (a value of
     None, meaning "all", becomes the cap); ``set`` replaces a value, and a final-fit run
-    (``role: final``) then takes the profile's ``final_fit.set``. Only keys the run has are
+    (``role: final``) then takes the profile's ``final_fit.set`` and its notebook's
+    ``final_set``. Only keys the run has are
     touched; rules under ``notebooks: {<stem>: ...}`` apply to that notebook only.
     """
-    rules = profile_rules(profile, notebook)
+    loaded = load_profile(profile)
+    rules = _rules_for(loaded, notebook)
     effective = dict(params)
     for key, factor in rules["scale"].items():
         if key in effective and effective[key] is not None:
@@ -316,7 +326,9 @@ def apply_profile(
         if key in effective and cap is not None:
             value = effective[key]
             effective[key] = cap if value is None else min(value, cap)
-    final = final_fit_settings(profile)["set"] if params.get("role") == "final" else {}
+    final = {}
+    if params.get("role") == "final":
+        final = {**loaded["final_fit"]["set"], **_own_rules(loaded, notebook).get("final_set", {})}
     for key, value in {**rules["set"], **final}.items():
         if key in effective:
             effective[key] = value

@@ -115,3 +115,20 @@ def test_profile_rules_for_one_notebook_leave_the_others_alone():
     assert config.apply_profile(transfer, "smoke", "03_transfer_learning")[0]["image_size"] == 224
     _, changed = config.apply_profile({"max_train_images": None, "learning_rate": 1e-3}, "default")
     assert changed == {"max_train_images": {"requested": None, "effective": 1500}}
+
+
+def test_final_fits_take_the_profiles_final_settings_and_their_notebooks_own():
+    final = {"role": "final", "epochs": 30, "early_stopping_patience": 2, "max_train_images": 100}
+    custom = config.apply_profile(final, "default", "02_custom_cnn")[0]
+    transfer = config.apply_profile(final, "default", "03_transfer_learning")[0]
+    assert (custom["epochs"], custom["early_stopping_patience"], custom["max_train_images"]) == (60, 4, None)
+    assert (transfer["epochs"], transfer["early_stopping_patience"], transfer["max_train_images"]) == (400, 10, None)
+    screening = config.apply_profile({**final, "role": "screening"}, "default", "03_transfer_learning")[0]
+    assert screening["epochs"] == 8 and screening["early_stopping_patience"] == 2
+
+
+def test_a_profile_with_an_unknown_notebook_section_is_rejected(tmp_path, clean_env):
+    (tmp_path / "odd.yaml").write_text("notebooks:\n  02_custom_cnn:\n    final: {epochs: 3}\n")
+    clean_env.setattr(config, "PROFILES_DIR", tmp_path)
+    with pytest.raises(config.ConfigError, match=r"notebooks.02_custom_cnn has unknown sections \['final'\]"):
+        config.load_profile("odd")

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy.stats import rankdata
 from sklearn.calibration import calibration_curve
-from sklearn.metrics import brier_score_loss, confusion_matrix, precision_recall_curve, roc_auc_score, roc_curve
+from sklearn.metrics import brier_score_loss, precision_recall_curve, roc_curve
 
 METRICS = ("accuracy", "auc", "sensitivity", "specificity", "f1")
 MIN_PER_CLASS = 10  # below this many images of a class, no AUC is shown ("too few")
@@ -19,20 +20,33 @@ MIN_PER_CLASS = 10  # below this many images of a class, no AUC is shown ("too f
 
 def confusion(y_true: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     """2x2 counts [[TN, FP], [FN, TP]] with COVID (1) as the positive class."""
-    return confusion_matrix(
-        np.asarray(y_true).astype(int), (np.asarray(scores) >= threshold).astype(int), labels=[0, 1]
-    )
+    actual, predicted = np.asarray(y_true).astype(bool), np.asarray(scores) >= threshold
+    tp, fp = int(np.sum(actual & predicted)), int(np.sum(~actual & predicted))
+    fn, tn = int(np.sum(actual & ~predicted)), int(np.sum(~actual & ~predicted))
+    return np.array([[tn, fp], [fn, tp]])
+
+
+def auc(y_true: np.ndarray, scores: np.ndarray) -> float:
+    """ROC AUC (NaN with one class) from ranks, as the Mann-Whitney U statistic: equal to
+    scikit-learn's ``roc_auc_score`` (ties count one half) at a fraction of its cost, which
+    matters inside bootstrap loops."""
+    positive = np.asarray(y_true).astype(bool)
+    n_pos = int(positive.sum())
+    n_neg = len(positive) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(np.asarray(scores, dtype=float))
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def basic_metrics(y_true: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
     """n, accuracy, AUC (NaN with one class), sensitivity, specificity and F1 at ``threshold``."""
     (tn, fp), (fn, tp) = confusion(y_true, scores, threshold)
     y_true = np.asarray(y_true).astype(int)
-    both = len(np.unique(y_true)) == 2
     return {
         "n": int(len(y_true)),
         "accuracy": float((tp + tn) / max(len(y_true), 1)),
-        "auc": float(roc_auc_score(y_true, scores)) if both else float("nan"),
+        "auc": auc(y_true, scores),
         "sensitivity": float(tp / (tp + fn)) if tp + fn else float("nan"),
         "specificity": float(tn / (tn + fp)) if tn + fp else float("nan"),
         "f1": float(2 * tp / (2 * tp + fp + fn)) if tp else 0.0,
@@ -83,11 +97,12 @@ def bootstrap_auc(
     rng, members, draws = np.random.default_rng(seed), group_members(groups), []
     for _ in range(n_boot):
         idx = _draw(members, rng)
-        if len(np.unique(y_true[idx])) == 2:
-            draws.append(roc_auc_score(y_true[idx], scores[idx]))
+        value = auc(y_true[idx], scores[idx])
+        if not np.isnan(value):
+            draws.append(value)
     low, high = _percentile_interval(draws, alpha)
     return {
-        "value": float(roc_auc_score(y_true, scores)),
+        "value": auc(y_true, scores),
         "low": float(low),
         "high": float(high),
         "n_valid": len(draws),
@@ -204,18 +219,13 @@ def bootstrap_auc_difference(
         aucs = []
         for y, s, members in sets:
             idx = _draw(members, rng)
-            aucs.append(_auc_or_nan(y[idx], s[idx]))
+            aucs.append(auc(y[idx], s[idx]))
         diffs.append(aucs[0] - aucs[1])
     diffs = np.array(diffs)
     diffs = diffs[~np.isnan(diffs)]
-    value = _auc_or_nan(*sets[0][:2]) - _auc_or_nan(*sets[1][:2])
+    value = auc(*sets[0][:2]) - auc(*sets[1][:2])
     low, high = _percentile_interval(diffs, alpha)
     return {"value": float(value), "low": float(low), "high": float(high), "n_valid": int(len(diffs))}
-
-
-def _auc_or_nan(y: np.ndarray, s: np.ndarray) -> float:
-    """ROC AUC, or NaN when ``y`` holds a single class."""
-    return roc_auc_score(y, s) if len(np.unique(y)) == 2 else np.nan
 
 
 def auc_row(
