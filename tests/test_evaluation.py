@@ -122,3 +122,16 @@ def test_auc_alone_and_the_difference_of_two_aucs():
     assert gap["value"] == pytest.approx(1 - random_auc["value"]) and gap["low"] > 0.3
     same = evaluation.bootstrap_auc_difference((y, noise, groups), (y, noise, groups + 1000), n_boot=200)
     assert same["value"] == 0 and same["low"] < 0 < same["high"]
+
+
+def test_rank_auc_equals_scikit_learns_with_ties_and_is_nan_with_one_class():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(7)
+    for n in (4, 37, 555):
+        y = np.r_[0, 1, rng.integers(0, 2, n - 2)]
+        s = np.round(rng.random(n), 1)  # many ties
+        assert evaluation.auc(y, s) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    assert evaluation.auc([1, 0, 1], [0.9, 0.1, 0.8]) == 1.0 and evaluation.auc([1, 0], [0.2, 0.7]) == 0.0
+    assert np.isnan(evaluation.auc([1, 1, 1], [0.1, 0.2, 0.3]))
+    assert evaluation.confusion([1, 1, 0, 0], [0.9, 0.2, 0.6, 0.1], 0.5).tolist() == [[1, 1], [1, 1]]
