@@ -239,7 +239,9 @@ def test_committed_report_renders_with_every_image_numbered_and_no_empty_section
     assert len(figures) == total and all(f.img.get("alt", "").strip() for f in figures)
     numbers = [int(re.match(r"Figure (\d+)\.", f.figcaption.get_text(strip=True)).group(1)) for f in figures]
     assert numbers == list(range(1, len(figures) + 1))
-    captions = [int(m) for m in re.findall(r"Table (\d+)\.", soup.get_text(" "))]
+    captions = [
+        int(re.match(r"Table (\d+)\.", c.get_text(strip=True)).group(1)) for c in soup.select("p.table-caption")
+    ]
     assert captions == list(range(1, max(captions) + 1))
 
 
