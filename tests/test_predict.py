@@ -15,7 +15,7 @@ from cxr_utils import __main__ as cli
 from cxr_utils import config, registry
 from cxr_utils.analysis import heldout
 from cxr_utils.data import images, manifest
-from cxr_utils.modeling import models, predict
+from cxr_utils.modeling import backbones, features, models, predict
 
 MIRROR_IMAGES = [
     "actualmed/images/CR.1.2.840.113564.1722810170.20200319202613984410.1003000225002.png",
@@ -181,3 +181,48 @@ def test_the_command_prints_the_caveat_and_writes_its_files(build, tmp_path, cap
     assert provenance["models"][0]["commit"] == "abc123" and provenance["ood"]["backbone"]
     assert cli.main(["predict", str(tmp_path / "one.png"), "--out-root", str(tmp_path / "empty")]) == 2
     assert "run `make report` first" in capsys.readouterr().err
+
+
+def axial_ct_slice(size: int = 512) -> np.ndarray:
+    """A made CT slice: a bright body ellipse with two dark lungs and a bright spine, on black."""
+    yy, xx = np.mgrid[:size, :size] / size
+    ct = np.zeros((size, size), np.uint8)
+    ct[((xx - 0.5) / 0.45) ** 2 + ((yy - 0.5) / 0.33) ** 2 < 1] = 170
+    for centre in (0.33, 0.67):
+        ct[((xx - centre) / 0.14) ** 2 + ((yy - 0.47) / 0.21) ** 2 < 1] = 25
+    ct[(xx - 0.5) ** 2 + (yy - 0.72) ** 2 < 0.06**2] = 250
+    return ct
+
+
+@pytest.mark.mirror
+def test_lateral_views_and_a_ct_slice_are_flagged_against_frontal_training_images(mirror_root):
+    """A reference fitted on 230 frontal mirror images (MobileNet, ImageNet weights) flags real
+    lateral views from Cohen's collection and a made CT slice, and few unseen frontal images."""
+    weights_file = config.PROJECT_ROOT.parent / "shared" / "weights" / "mobilenet_2_5_224_tf_no_top.h5"
+    if not weights_file.is_file():
+        pytest.skip(f"MobileNet weights not found at {weights_file}")
+    weights = backbones.resolve_weights("mobilenet025", explicit=str(weights_file))
+    extractor = backbones.build_extractor("mobilenet025", weights, 224)
+
+    def vectors(grays: list[np.ndarray]) -> np.ndarray:
+        x = np.stack([images.resize_gray8(gray, 224) for gray in grays])
+        return features.extract(extractor, x, [f"i{k}" for k in range(len(x))], None).features
+
+    radiography = mirror_root / "radiography" / "COVID-19_Radiography_Dataset"
+    normal = sorted((radiography / "Normal" / "images").glob("*.png"))
+    covid = sorted((radiography / "COVID" / "images").glob("*.png"))
+    meta = pd.read_csv(mirror_root / "cohen" / "metadata.csv")
+    xray = meta[meta["modality"] == "X-ray"]
+    frontal = [mirror_root / "cohen" / "images" / f for f in xray[xray["view"].isin(["PA", "AP"])]["filename"]]
+    lateral = [mirror_root / "cohen" / "images" / f for f in xray[xray["view"] == "L"]["filename"]][:8]
+
+    def load(paths: list[Path]) -> list[np.ndarray]:
+        return [images.load_gray8(path) for path in paths]
+
+    train = load(normal[:100] + covid[:100] + frontal[:30])
+    val = load(normal[100:130] + covid[100:130] + frontal[30:40])
+    unseen_frontal = load(normal[130:135] + covid[130:135])
+    reference = predict.OODReference.fitted("mobilenet025", weights, 224, "float32", vectors(train), vectors(val))
+    assert (reference.scores(vectors(load(lateral))) > reference.threshold).sum() >= 6
+    assert reference.scores(vectors([axial_ct_slice()]))[0] > reference.threshold
+    assert (reference.scores(vectors(unseen_frontal)) > reference.threshold).sum() <= 1

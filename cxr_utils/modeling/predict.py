@@ -146,6 +146,21 @@ class OODReference:
     threshold: float
     neighbours: int = NEIGHBOURS
 
+    @classmethod
+    def fitted(
+        cls,
+        backbone: str,
+        weights: backbones.Weights,
+        size: int,
+        policy: str,
+        train_vectors: np.ndarray,
+        val_vectors: np.ndarray,
+    ) -> OODReference:
+        """The reference of these training vectors; its threshold the 99th percentile of the val scores."""
+        reference = cls(backbone, weights, size, policy, _normalised(train_vectors), np.inf)
+        reference.threshold = float(np.percentile(reference.scores(val_vectors), OOD_PERCENTILE))
+        return reference
+
     def scores(self, vectors: np.ndarray) -> np.ndarray:
         """Mean Euclidean distance of each (L2-normalised) vector to its nearest training images."""
         from sklearn.neighbors import NearestNeighbors
@@ -173,9 +188,7 @@ def ood_reference(
         )
         return found.features
 
-    reference = OODReference(backbone, weights, size, policy, _normalised(split_features("train")), np.inf)
-    reference.threshold = float(np.percentile(reference.scores(split_features("val")), OOD_PERCENTILE))
-    return reference
+    return OODReference.fitted(backbone, weights, size, policy, split_features("train"), split_features("val"))
 
 
 def reference_for(
