@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from cxr_utils.reporting import document
+from cxr_utils.reporting import document, tables
 
 
 def test_learning_rates_print_in_scientific_notation_and_whole_numbers_without_decimals():
@@ -23,6 +23,31 @@ def test_long_reasons_become_footnotes_kept_whole():
     assert marks.tolist()[0] == "done" and marks.tolist()[1].endswith("… [1]")
     assert len(marks.tolist()[1]) <= document.SHORT_REASON + 6
     assert notes == [f"[1] {' '.join(long.split())}"]
+
+
+def test_a_repeated_reason_keeps_its_footnote_number_and_the_mark_follows_the_short_form():
+    vgg = "skipped: no weights: no ImageNet weights for backbone 'vgg16'. Looked for the file in many places"
+    inception = vgg.replace("vgg16", "inceptionv3")
+    marks, notes = document.footnotes(pd.Series([inception, vgg, inception]), short=document.short_reason)
+    assert marks.tolist() == [
+        "not run: no offline ImageNet weights for inceptionv3 [1]",
+        "not run: no offline ImageNet weights for vgg16 [2]",
+        "not run: no offline ImageNet weights for inceptionv3 [1]",
+    ]
+    assert len(notes) == 2
+
+
+def test_markdown_tables_print_numbers_as_the_report_does(tmp_path):
+    table = pd.DataFrame(
+        {"learning_rate": [1e-4, 1e-3], "filter": [3.0, 8.0], "auc": [0.81234, np.nan], "kind": ["custom", None]}
+    )
+    tables.to_markdown(table, tmp_path / "runs.md")
+    rows = [line.split("|")[1:-1] for line in (tmp_path / "runs.md").read_text().splitlines()[2:]]
+    assert [[cell.strip() for cell in row] for row in rows] == [
+        ["1e-04", "3", "0.812", "custom"],
+        ["1e-03", "8", "", ""],
+    ]
+    assert pd.read_csv(tmp_path / "runs.csv")["learning_rate"].tolist() == [1e-4, 1e-3]  # the CSV keeps full values
 
 
 def test_identical_kept_models_are_marked():

@@ -100,10 +100,14 @@ def test_collector_skips_incomplete_runs_and_chooses_on_val_among_runs_that_lear
 
 def test_fine_tuned_runs_are_chosen_only_where_the_profile_refits_them(tmp_path):
     fake_run(tmp_path, "03_transfer_learning", "head", val_auc=0.8, kind="transfer", fine_tune_layers=0)
-    fake_run(tmp_path, "03_transfer_learning", "tuned", val_auc=0.9, kind="transfer", fine_tune_layers=20)
+    fake_run(
+        tmp_path, "03_transfer_learning", "tuned", val_auc=0.9, kind="transfer", fine_tune_layers=20, fine_tune_epochs=1
+    )
     table = collect.runs_table(profile="default", out=tmp_path)
     assert collect.choose_on_val(table, "transfer").run == "tuned"
     assert collect.choose_on_val(table, "transfer", fine_tune=False).run == "head"
+    epochs = table.set_index("run")["epochs"]  # a fine-tuned row's epochs are its last phase's, like its epochs run
+    assert epochs["head"] == 3 and epochs["tuned"] == 1
 
 
 def test_final_fit_params_refit_the_chosen_configuration_with_one_file_per_seed(tmp_path, monkeypatch):

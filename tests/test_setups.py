@@ -43,7 +43,7 @@ def test_a_random_split_puts_copies_on_both_sides_and_the_group_split_never_does
     joint = setups.joint_groups(setups.joint_images(images))
     random = images.assign(split=setups.random_split(images, FRACTIONS, seed=3))
     counts = setups.leak_counts(random, joint)
-    assert counts["copy"] > 0 and counts["test"] == counts["copy"] + counts["patient"] + counts["clean"]
+    assert counts["copy"] > 0 and counts["test"] == counts["copy"] + counts["patient"] + counts[setups.NO_LEAK]
     shares = random["split"].value_counts(normalize=True)
     assert all(abs(shares[name] - share) < 0.02 for name, share in FRACTIONS.items())
     grouped = images.assign(group_id=joint.groups[images["path"]].to_numpy())
@@ -58,7 +58,7 @@ def test_patients_are_told_apart_from_copies():
     images.loc[images["path"] == "a/5.png", "patient_id"] = "a:shared"  # another image of that patient
     joint = setups.joint_groups(setups.joint_images(images))
     kinds = setups.leak_kinds(pd.Series(["b/0.png", "a/5.png", "a/6.png"]), pd.Series(["a/0.png"]), joint)
-    assert kinds.tolist() == ["copy", "patient", "clean"]
+    assert kinds.tolist() == list(setups.LEAK_KINDS)
 
 
 def test_the_clean_test_removes_exactly_the_images_whose_copy_or_patient_was_trained_on():

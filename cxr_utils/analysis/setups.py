@@ -22,6 +22,8 @@ import pandas as pd
 from ..data.manifest import assign_groups, find_duplicate_pairs
 
 SPLITS = ("train", "val", "test")
+NO_LEAK = "no leak"  # a test image with neither a copy nor a same-patient image in training
+LEAK_KINDS = ("copy", "patient", NO_LEAK)
 
 
 def random_split(manifest: pd.DataFrame, fractions: dict[str, float], seed: int) -> pd.Series:
@@ -69,7 +71,7 @@ def joint_groups(images: pd.DataFrame) -> JointGroups:
 
 def leak_kinds(test_paths: pd.Series, train_paths: pd.Series, joint: JointGroups) -> pd.Series:
     """For each test image: 'copy' when an exact or near-duplicate of it is in training,
-    'patient' when only another image of its patient is, 'clean' otherwise."""
+    'patient' when only another image of its patient is, 'no leak' otherwise."""
     copies_trained = set(joint.copies[train_paths])
     patients_trained = set(joint.patients[train_paths])
     groups_trained = set(joint.groups[train_paths])
@@ -80,7 +82,7 @@ def leak_kinds(test_paths: pd.Series, train_paths: pd.Series, joint: JointGroups
         elif joint.patients[path] in patients_trained or joint.groups[path] in groups_trained:
             kinds.append("patient")
         else:
-            kinds.append("clean")
+            kinds.append(NO_LEAK)
     return pd.Series(kinds, index=test_paths.index)
 
 
@@ -93,4 +95,4 @@ def clean_test(common_test: pd.DataFrame, train_paths: pd.Series, joint: JointGr
 def leak_counts(setup: pd.DataFrame, joint: JointGroups) -> dict[str, int]:
     """How many of a set-up's test images have a copy, or only a same-patient image, in its training split."""
     kinds = leak_kinds(setup.loc[setup["split"] == "test", "path"], setup.loc[setup["split"] == "train", "path"], joint)
-    return {"test": int(len(kinds)), **{kind: int((kinds == kind).sum()) for kind in ("copy", "patient", "clean")}}
+    return {"test": int(len(kinds)), **{kind: int((kinds == kind).sum()) for kind in LEAK_KINDS}}

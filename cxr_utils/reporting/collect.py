@@ -163,6 +163,8 @@ def _row(kind: str, result: dict) -> dict:
     row["degenerate"] = bool(row["degenerate"])
     row["commit"] = (row["commit"] or "")[:12]
     row["role"] = row["role"] or "screening"
+    if kind == "transfer" and (row["fine_tune_layers"] or 0) > 0:  # epochs run, minutes, metrics: the last phase's
+        row["epochs"] = lookup(result, "effective.fine_tune_epochs")
     if row["val_auc"] is not None and row["epoch0_val_auc"] is not None:
         row["val_auc_gain"] = row["val_auc"] - row["epoch0_val_auc"]
     return row

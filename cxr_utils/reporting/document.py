@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,16 +115,19 @@ class Document:
         display(HTML(f'<p class="scale-line">{html.escape(text)}</p>'))
 
 
-def footnotes(reasons: pd.Series) -> tuple[pd.Series, list[str]]:
-    """Short reasons with footnote marks for a table, and the numbered full reasons."""
-    notes, marks = [], []
+def footnotes(reasons: pd.Series, short: Callable[[str], str] = shorten) -> tuple[pd.Series, list[str]]:
+    """Short reasons (``short`` of each) with footnote marks for a table, and the numbered full
+    reasons; a reason that repeats keeps its first number."""
+    notes: list[str] = []
+    marks = []
     for reason in reasons:
         text = " ".join(str(reason).split())
         if len(text) <= SHORT_REASON:
             marks.append(text)
             continue
-        notes.append(text)
-        marks.append(f"{shorten(text)} [{len(notes)}]")
+        if text not in notes:
+            notes.append(text)
+        marks.append(f"{short(text)} [{notes.index(text) + 1}]")
     return pd.Series(marks, index=reasons.index), [f"[{k}] {note}" for k, note in enumerate(notes, start=1)]
 
 

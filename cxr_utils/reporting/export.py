@@ -31,7 +31,7 @@ figcaption, .table-caption, .table-note { font-size: 13px; color: #333; }
   h2 { break-before: page; }
   h3, .scale-line, .table-caption { break-after: avoid; }
   figure.report-figure, .report-table, table, tr { break-inside: avoid; }
-  .jp-RenderedHTMLCommon table { display: table; overflow: visible; font-size: 7.5px; }
+  .jp-RenderedHTMLCommon table { display: table; overflow: visible; font-size: 10px; }
   .jp-RenderedHTMLCommon td, .jp-RenderedHTMLCommon th { padding: 1px 3px; max-width: 20em; }
   figure.report-figure img { max-height: 230mm; }
 }

@@ -9,14 +9,19 @@ import pandas as pd
 from .. import registry
 from ..runs import results
 from .collect import run_folders
-from .document import interval_text, shorten
+from .document import interval_text, number_format, short_reason
 
 
-def to_markdown(table: pd.DataFrame, path: Path, floatfmt: str = ".3f") -> None:
-    """Write a table as Markdown (and CSV beside it)."""
+def to_markdown(table: pd.DataFrame, path: Path) -> None:
+    """Write a table as Markdown, its numbers printed as the report prints them (1e-04, whole
+    numbers without decimals, empty cells blank), and as CSV beside it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(path.with_suffix(".csv"), index=False)
-    path.with_suffix(".md").write_text(table.to_markdown(index=False, floatfmt=floatfmt) + "\n")
+    shown = table.astype(object).where(table.notna(), "")
+    for column in table.columns:
+        if (fmt := number_format(table[column])) is not None:
+            shown[column] = ["" if pd.isna(v) else fmt.format(v) for v in table[column]]
+    path.with_suffix(".md").write_text(shown.to_markdown(index=False, disable_numparse=True) + "\n")
 
 
 def with_intervals(heldout: pd.DataFrame) -> pd.DataFrame:
@@ -53,7 +58,7 @@ def provenance_table(profile: str | None, out: str | Path | None = None) -> pd.D
                     "notebook": notebook.stem,
                     "run": folder.name,
                     "profile": result.get("profile"),
-                    "status": shorten(str(result.get("status", "")), 40),
+                    "status": short_reason(str(result.get("status", ""))),
                     "commit": str(prov.get("git_commit", ""))[:12],
                     "started": prov.get("started"),
                     "finished": prov.get("finished"),
