@@ -262,7 +262,10 @@ def test_committed_pdf_has_every_section_and_figure_on_a_sane_number_of_pages():
     for number, section in enumerate(SECTIONS, start=1):
         assert f"{number}. {section}" in text, section
     html = (REPORT / "report.html").read_text()
-    figures = len(re.findall(r'<figure class="report-figure">', html))
+    shown = re.findall(r'<figure class="report-figure" data-file="([^"]+)">', html)
+    exported = sorted(path.name for path in (REPORT / "figures").glob("*.png"))
+    assert sorted(shown) == exported, "every exported figure is shown, and only those"
+    figures = len(shown)
     for n in range(1, figures + 1):
         assert f"Figure {n}." in text, f"Figure {n} is not in the PDF"
     info = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True, check=True).stdout

@@ -86,7 +86,8 @@ class Document:
         data = base64.b64encode(path.read_bytes()).decode()
         display(
             HTML(
-                f'<figure class="report-figure"><img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
+                f'<figure class="report-figure" data-file="{html.escape(path.name)}">'
+                f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
                 f"<figcaption><b>Figure {self.figures}.</b> {html.escape(caption)}</figcaption></figure>"
             )
         )
