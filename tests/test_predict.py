@@ -159,6 +159,10 @@ def test_a_colour_photograph_is_flagged_out_of_distribution(build, tmp_path, mir
 
 def test_the_command_prints_the_caveat_and_writes_its_files(build, tmp_path, capsys):
     save(tmp_path / "one.png", pattern(5, 64))
+    shortcuts = registry.SHORTCUTS.run_folder("shortcuts", build)
+    shortcuts.mkdir(parents=True)
+    verdict = ["The source is only partly visible.", "These numbers do not show that the models detect COVID-19."]
+    (shortcuts / "result.json").write_text(json.dumps({"status": "complete", "verdict": verdict}))
     assert (
         cli.main(
             [
@@ -177,6 +181,7 @@ def test_the_command_prints_the_caveat_and_writes_its_files(build, tmp_path, cap
     )
     printed = capsys.readouterr().out
     assert "not a medical device" in printed and "P(COVID-19) = " in printed
+    assert verdict[-1] in printed and verdict[0] not in printed  # the verdict's conclusion, in one sentence
     provenance = json.loads((tmp_path / "cli" / "provenance.json").read_text())
     assert provenance["models"][0]["commit"] == "abc123" and provenance["ood"]["backbone"]
     assert cli.main(["predict", str(tmp_path / "one.png"), "--out-root", str(tmp_path / "empty")]) == 2

@@ -294,9 +294,10 @@ def contact_sheet(table: pd.DataFrame, path: str | Path) -> Path:
 
 
 def caveat(out: str | Path | None = None, shortcuts_run: str = "shortcuts") -> str:
-    """The fixed caveat, with the build's shortcut finding in one sentence where it exists."""
+    """The fixed caveat, with the build's shortcut finding in one sentence (the verdict's
+    conclusion, its last line) where it exists."""
     shortcuts = results.read_result(registry.SHORTCUTS.run_folder(shortcuts_run, out)) or {}
-    finding = shortcuts.get("verdict", ["The shortcut analysis was not run in this build."])[0]
+    finding = shortcuts.get("verdict", ["The shortcut analysis was not run in this build."])[-1]
     return CAVEAT.format(finding=finding, report=registry.REPORT_DIR / "report.html#5.-What-is-the-model-looking-at?")
 
 
