@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 SHORT_REASON = 60  # characters of a "not run" reason shown in a table; the whole reason goes to a note
+WIDE_TABLE = 12  # columns above which a table prints in a smaller font
 
 
 SCIENTIFIC = ("learning_rate", "fine_tune_learning_rate")  # columns of rates such as 1e-04
@@ -103,7 +104,8 @@ class Document:
         foot = f'<p class="table-note">{html.escape(note)}</p>' if note else ""
         display(
             HTML(
-                f'<div class="report-table"><p class="table-caption"><b>Table {self.tables}.</b> '
+                f'<div class="report-table{" wide" if len(table.columns) > WIDE_TABLE else ""}">'
+                f'<p class="table-caption"><b>Table {self.tables}.</b> '
                 f"{html.escape(caption)}</p>{body}{foot}</div>"
             )
         )

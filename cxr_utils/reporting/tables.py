@@ -60,9 +60,14 @@ def provenance_table(profile: str | None, out: str | Path | None = None) -> pd.D
                     "profile": result.get("profile"),
                     "status": short_reason(str(result.get("status", ""))),
                     "commit": str(prov.get("git_commit", ""))[:12],
-                    "started": prov.get("started"),
-                    "finished": prov.get("finished"),
+                    "started": _minute(prov.get("started")),
+                    "finished": _minute(prov.get("finished")),
                     "weights sha256": (weights.get("sha256") or "")[:16] if isinstance(weights, dict) else "",
                 }
             )
     return pd.DataFrame(rows)
+
+
+def _minute(timestamp: str | None) -> str:
+    """An ISO timestamp to the minute, as a table shows it ("2026-11-26 11:54")."""
+    return str(timestamp or "")[:16].replace("T", " ")
