@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 SHORT_REASON = 60  # characters of a "not run" reason shown in a table; the whole reason goes to a note
-WIDE_TABLE = 12  # columns above which a table prints in a smaller font
+WIDE_TABLE = 15  # columns above which a table prints in a smaller font
 
 
 SCIENTIFIC = ("learning_rate", "fine_tune_learning_rate")  # columns of rates such as 1e-04

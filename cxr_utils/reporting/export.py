@@ -32,10 +32,10 @@ figcaption, .table-caption, .table-note { font-size: 13px; color: #333; }
   h3, .scale-line, .table-caption { break-after: avoid; }
   figure.report-figure, .report-table, table, tr { break-inside: avoid; }
   .jp-OutputArea-output, .report-table { overflow: visible !important; }
-  .jp-RenderedHTMLCommon table { display: table; overflow: visible; font-size: 10px; }
-  .report-table.wide table { font-size: 8px; }
-  .jp-RenderedHTMLCommon td, .jp-RenderedHTMLCommon th { padding: 1px 3px; max-width: 20em;
-    overflow-wrap: anywhere; }
+  .jp-RenderedHTMLCommon table { display: table; overflow: visible; font-size: 9.5px; }
+  .report-table.wide table { font-size: 7.5px; }
+  .jp-RenderedHTMLCommon td, .jp-RenderedHTMLCommon th { padding: 1px 3px; max-width: 20em; }
+  .jp-RenderedHTMLCommon th { overflow-wrap: anywhere; }
   figure.report-figure img { max-height: 230mm; }
 }
 </style>
