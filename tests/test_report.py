@@ -8,7 +8,6 @@ import json
 import re
 import shutil
 import subprocess
-import tempfile
 
 import nbformat
 import numpy as np
@@ -174,23 +173,10 @@ def test_export_leaves_out_code_and_tagged_cells_and_embeds_images(tmp_path):
 
 
 def chromium_dom(html_file) -> str:
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    chromium = export.chromium()
     if chromium is None:
         pytest.skip("chromium is not installed (make test installs Debian's chromium where apt-get can)")
-    with tempfile.TemporaryDirectory() as profile:
-        done = subprocess.run(
-            [
-                chromium,
-                *export.CHROMIUM_FLAGS,
-                f"--user-data-dir={profile}",
-                "--virtual-time-budget=10000",
-                "--dump-dom",
-                html_file.resolve().as_uri(),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+    done = export.headless(chromium, html_file, ["--virtual-time-budget=10000", "--dump-dom"], timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
 

@@ -119,6 +119,17 @@ def chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+def headless(browser: str, html_file: Path, args: list[str], timeout: int) -> subprocess.CompletedProcess:
+    """Run headless Chromium on a local page with a throw-away profile and ``args`` (its action)."""
+    with tempfile.TemporaryDirectory() as profile:
+        return subprocess.run(
+            [browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args, html_file.resolve().as_uri()],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+
 def print_pdf(html_file: str | Path, pdf_file: str | Path | None = None) -> Path | None:
     """Print a report page to PDF with headless Chromium; None (and a message) where Chromium is
     missing, so the rest of the report still builds."""
@@ -128,21 +139,12 @@ def print_pdf(html_file: str | Path, pdf_file: str | Path | None = None) -> Path
     if browser is None:
         print("report.pdf not printed: chromium is not installed (make report installs Debian's chromium)")
         return None
-    with tempfile.TemporaryDirectory() as profile:
-        done = subprocess.run(
-            [
-                browser,
-                *CHROMIUM_FLAGS,
-                f"--user-data-dir={profile}",
-                "--no-pdf-header-footer",
-                "--virtual-time-budget=20000",
-                f"--print-to-pdf={pdf_file}",
-                html_file.resolve().as_uri(),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+    done = headless(
+        browser,
+        html_file,
+        ["--no-pdf-header-footer", "--virtual-time-budget=20000", f"--print-to-pdf={pdf_file}"],
+        timeout=300,
+    )
     if done.returncode != 0 or not pdf_file.is_file():
         raise RuntimeError(f"chromium could not print {html_file} to PDF: {done.stderr[-1000:]}")
     return pdf_file
