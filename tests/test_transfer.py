@@ -179,17 +179,14 @@ def test_provisioning_rejects_a_model_without_the_xception_layer(tmp_path, place
 
 
 @pytest.mark.slow
-def test_provisioning_rejects_an_xception_layer_that_was_trained_in_the_source_model(tmp_path, places):
-    wheel, _ = make_fake_wheel(tmp_path, frozen=False)
-    with pytest.raises(provision.ProvisionError, match="was trainable in the source model"):
-        provision.provision("xception", wheel=str(wheel), dest=str(places["env"]))
-    assert not (places["env"] / provision.TARGET).exists()
-
-
-@pytest.mark.slow
-def test_provisioning_rejects_an_untrained_xception(tmp_path, places):
-    wheel, _ = make_fake_wheel(tmp_path, trained=False)
-    with pytest.raises(provision.ProvisionError, match="untrained BatchNorm statistics"):
+@pytest.mark.parametrize(
+    "fault, message",
+    [({"frozen": False}, "was trainable in the source model"), ({"trained": False}, "untrained BatchNorm statistics")],
+    ids=["trained-in-the-source-model", "untrained"],
+)
+def test_provisioning_rejects_xception_weights_that_are_not_imagenets(tmp_path, places, fault, message):
+    wheel, _ = make_fake_wheel(tmp_path, **fault)
+    with pytest.raises(provision.ProvisionError, match=message):
         provision.provision("xception", wheel=str(wheel), dest=str(places["env"]))
     assert not (places["env"] / provision.TARGET).exists()
 
