@@ -2,7 +2,8 @@
 #   make report   create .venv, install, run the main job (PROFILE=default|full|paper|smoke;
 #                 WORKERS=N runs each stage's runs on N local Dask workers)
 #   make test     create .venv if missing, lint, run the unit tests and the notebooks (nbval)
-#   make lint     ruff (lint + format check) over the package, tests, benchmarks and notebooks
+#   make lint     ruff (lint + format check) over the package, tests, benchmarks and notebooks;
+#                 lint-imports (the package's layers, pyproject.toml)
 #   make student  write student/: the notebooks without their solutions (for teaching)
 PYTHON ?= python3.11
 PROFILE ?= default
@@ -33,6 +34,7 @@ LINTED := cxr_utils tests benchmarks notebooks
 lint: $(STAMP)
 	$(VENV)/bin/ruff check $(LINTED)
 	$(VENV)/bin/ruff format --check $(LINTED)
+	$(VENV)/bin/lint-imports
 
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix $(LINTED)

@@ -12,7 +12,7 @@ from . import config, registry
 from .data import download, sources
 from .modeling import provision
 from .runs import pipeline as main_job
-from .runs import runner
+from .runs import runner, storage
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -105,6 +105,11 @@ def _executor_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--tls-ca-file", default=None, help="dask: CA certificate of the scheduler's TLS")
     group.add_argument("--tls-cert", default=None, help="dask: this client's TLS certificate")
     group.add_argument("--tls-key", default=None, help="dask: this client's TLS private key")
+    parser.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="skip a run whose folder another batch is writing (default: wait for it, then skip it if complete)",
+    )
 
 
 def _executor(args: argparse.Namespace) -> contextlib.AbstractContextManager:
@@ -135,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                     force=args.force,
                     kernel=args.kernel,
                     executor=executor,
+                    wait=not args.no_wait,
                 )
             return 1 if any(o.status == "failed" for o in outcomes) else 0
         if args.command == "course":
@@ -163,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
                     export_to=report_dir,
                     provision=() if args.no_provision else main_job.PROVISIONED,
                     executor=executor,
+                    wait=not args.no_wait,
                 )
             return 0 if ok else 1
         root, _ = config.data_root_setting(args.root)
@@ -171,13 +178,25 @@ def main(argv: list[str] | None = None) -> int:
     except (config.ConfigError, download.DownloadError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except storage.StorageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:  # a storage error outside a run (e.g. writing the report): one line, no traceback
+        problem = storage.storage_errno(err)
+        if problem is None:
+            raise
+        print(
+            f"error: {storage.explain(*problem, f'the {args.command} command stopped', err.filename or '.')}",
+            file=sys.stderr,
+        )
+        return 1
 
 
 def _predict(args: argparse.Namespace) -> int:
     """``predict``: score the inputs, write the files, print one line per image and model."""
     from datetime import datetime
 
-    from .modeling import predict
+    from . import predict
 
     root = args.out_root or config.output_root()
     models = predict.load_models(args.comparison_run, tuple(args.model), root)

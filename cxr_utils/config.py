@@ -7,6 +7,7 @@ checks, the README table) reads that cell through :func:`notebook_parameters`.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -167,8 +168,25 @@ def validate_parameters(values: Mapping[str, Any], spec: Mapping[str, Parameter]
             problems.append(f"unknown key '{key}' (known: {known})")
         elif not _accepts(spec[key].annotation, value):
             problems.append(f"key '{key}' = {value!r} ({type(value).__name__}) is not {spec[key].annotation}")
+    problems += non_finite(values)
     if problems:
         raise ConfigError(f"{where}: " + "; ".join(problems))
+
+
+def non_finite(values: Mapping[str, Any]) -> list[str]:
+    """Problems for NaN or infinite numbers, also inside lists and mappings: no setting means
+    "not a number", and every comparison with NaN is False, so it would pass every bound."""
+
+    def bad(value: Any) -> bool:
+        if isinstance(value, float):
+            return not math.isfinite(value)
+        if isinstance(value, (list, tuple)):
+            return any(bad(v) for v in value)
+        if isinstance(value, Mapping):
+            return any(bad(v) for v in value.values())
+        return False
+
+    return [f"key '{key}' = {value!r} is not a finite number" for key, value in values.items() if bad(value)]
 
 
 def below_minimum(
@@ -252,6 +270,8 @@ def load_profile(name: str) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"profile '{name}' not found (known: {', '.join(available_profiles())})")
     data = yaml.safe_load(path.read_text()) or {}
+    if non_finite(data):
+        raise ConfigError(f"profile {path}: " + "; ".join(non_finite(data)))
     unknown = set(data) - {"description", "notebooks", "final_fit", *PROFILE_SECTIONS}
     if unknown:
         raise ConfigError(f"profile {path}: unknown sections {sorted(unknown)}")

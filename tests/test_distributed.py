@@ -18,9 +18,9 @@ from conftest import params_file, pattern, save, write_probe_notebook
 from distributed import Client, LocalCluster
 
 from cxr_utils import __main__ as cli
-from cxr_utils import config, registry
+from cxr_utils import config, registry, results
 from cxr_utils.data import images
-from cxr_utils.runs import distributed, pipeline, results, runner
+from cxr_utils.runs import claim, distributed, pipeline, runner
 
 PARAMETERS = """run_name: str = "t"  # run name
 output_dir: Optional[str] = None  # run folder
@@ -32,7 +32,7 @@ kill_worker_once: Optional[str] = None  # kill the worker (the kernel's parent) 
 
 BODY = """import os, signal, time
 from pathlib import Path
-from cxr_utils.runs import results
+from cxr_utils import results
 params = dict(
     run_name=run_name, output_dir=output_dir, profile=profile, value=value, sleep=sleep, log=log,
     kill_worker_once=kill_worker_once,
@@ -173,12 +173,16 @@ def test_two_tasks_for_one_folder_run_one_after_the_other(probe, tmp_path):
     out.mkdir()
     same = ("same", {"value": 1, "sleep": 1.5, "log": str(log)})
     with distributed.DaskExecutor(workers=2) as executor:
-        jobs = distributed.make_jobs(probe, [same, same], out, "smoke", None)
-        futures = [executor.client.submit(distributed.run_job, job, key=f"job-{i}") for i, job in enumerate(jobs)]
+        forced = distributed.make_jobs(probe, [same, same], out, "smoke", None, force=True)
+        futures = [executor.client.submit(distributed.run_job, job, key=f"job-{i}") for i, job in enumerate(forced)]
         outcomes = executor.client.gather(futures)
-    assert [o.status for o in outcomes] == ["complete", "complete"]
-    assert not overlapping([(start, end) for *_, start, end in logged(log)])
-    assert results.is_complete(out / "probe" / "same") and results.is_complete(out / "probe" / "same.previous")
+        assert [o.status for o in outcomes] == ["complete", "complete"]  # forced: both run, one after the other
+        assert not overlapping([(start, end) for *_, start, end in logged(log)])
+        assert results.is_complete(out / "probe" / "same") and results.is_complete(out / "probe" / "same.previous")
+        plain = distributed.make_jobs(probe, [same, same], out, "smoke", None)
+        futures = [executor.client.submit(distributed.run_job, job, key=f"plain-{i}") for i, job in enumerate(plain)]
+        assert [o.status for o in executor.client.gather(futures)] == ["done before", "done before"]
+    assert len(logged(log)) == 2  # the holder of the folder finds the complete result and runs nothing
 
 
 @pytest.mark.slow
@@ -227,3 +231,14 @@ def test_a_gpu_worker_runs_one_gpu_run_at_a_time(probe, tmp_path):
         by_worker[pid].append((start, end))
     assert sum(map(len, by_worker.values())) == 4
     assert not any(overlapping(intervals) for intervals in by_worker.values()), by_worker
+
+
+def test_a_task_follows_the_sequential_runners_lock(probe, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    held = ("held", {"value": 1, "sleep": 0.0, "log": str(tmp_path / "log.txt")})
+    with claim.claim(out / "probe" / "held"), distributed.DaskExecutor(workers=1) as executor:
+        (job,) = distributed.make_jobs(probe, [held], out, "smoke", None, wait=False)
+        outcome = executor.client.submit(distributed.run_job, job, key="held").result()
+    assert outcome.status == "not run" and "another batch is writing it" in outcome.detail
+    assert not (out / "probe" / "held").exists()

@@ -12,10 +12,10 @@ from conftest import pattern, save
 from PIL import Image
 
 from cxr_utils import __main__ as cli
-from cxr_utils import config, registry
+from cxr_utils import config, predict, registry
 from cxr_utils.analysis import heldout
 from cxr_utils.data import images, manifest
-from cxr_utils.modeling import backbones, features, models, predict
+from cxr_utils.modeling import backbones, features, models
 
 MIRROR_IMAGES = [
     "actualmed/images/CR.1.2.840.113564.1722810170.20200319202613984410.1003000225002.png",

@@ -9,8 +9,8 @@ import pytest
 from conftest import params_file, write_probe_notebook
 
 from cxr_utils import __main__ as cli
-from cxr_utils import config
-from cxr_utils.runs import results, runner
+from cxr_utils import config, results
+from cxr_utils.runs import runner
 
 PARAMETERS = """run_name: str = "t"  # run name
 output_dir: Optional[str] = None  # run folder
@@ -20,7 +20,7 @@ fail: bool = False  # raise in the notebook
 finish: bool = True  # mark the run complete at the end"""
 
 BODY = """from pathlib import Path
-from cxr_utils.runs import results
+from cxr_utils import results
 params = dict(run_name=run_name, output_dir=output_dir, profile=profile, value=value, fail=fail, finish=finish)
 run = results.start_run("probe", "test", params, params, {}, Path(output_dir))
 if fail:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy.stats import rankdata
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import brier_score_loss, precision_recall_curve, roc_curve
+
+from ..modeling.training import auc  # the same rank AUC scores training (epoch 0, the kept epoch)
 
 METRICS = ("accuracy", "auc", "sensitivity", "specificity", "f1")
 MIN_PER_CLASS = 10  # below this many images of a class, no AUC is shown ("too few")
@@ -24,19 +25,6 @@ def confusion(y_true: np.ndarray, scores: np.ndarray, threshold: float = 0.5) ->
     tp, fp = int(np.sum(actual & predicted)), int(np.sum(~actual & predicted))
     fn, tn = int(np.sum(actual & ~predicted)), int(np.sum(~actual & ~predicted))
     return np.array([[tn, fp], [fn, tp]])
-
-
-def auc(y_true: np.ndarray, scores: np.ndarray) -> float:
-    """ROC AUC (NaN with one class) from ranks, as the Mann-Whitney U statistic: equal to
-    scikit-learn's ``roc_auc_score`` (ties count one half) at a fraction of its cost, which
-    matters inside bootstrap loops."""
-    positive = np.asarray(y_true).astype(bool)
-    n_pos = int(positive.sum())
-    n_neg = len(positive) - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    ranks = rankdata(np.asarray(scores, dtype=float))
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def basic_metrics(y_true: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> dict[str, float]:

@@ -157,8 +157,17 @@ def load_resized(path: str | Path, sha256: str, size: int, cache_root: Path) -> 
     if target.is_file():
         return np.load(target)
     array = resize_gray8(load_gray8(path), size)
+    save_array(target, array)
+    return array
+
+
+def save_array(target: Path, array: np.ndarray) -> None:
+    """Save a cache array atomically: written beside the target, then renamed onto it. A failed
+    write (a full disk) leaves no half-written array, neither the target nor the temporary file."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(f".{os.getpid()}.tmp.npy")
-    np.save(tmp, array)
-    tmp.replace(target)
-    return array
+    try:
+        np.save(tmp, array)
+        tmp.replace(target)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -22,10 +22,9 @@ import numpy as np
 import pandas as pd
 
 from .. import config, registry
-from ..analysis import evaluation
 from ..data import datasets
 from ..data.images import file_sha256
-from ..runs.results import Run
+from ..results import Run
 from . import backbones, features, models, training
 
 TRAIN_METRICS = ("accuracy", "auc", "loss")
@@ -138,14 +137,10 @@ def inference_aucs(model, train_input, val_input, data: TrainVal) -> tuple[dict[
     datasets or arrays in the same order as ``data``); returns the AUCs and the val scores."""
     val_scores = training.predict(model, val_input)
     aucs = {
-        "train_auc": _auc(data.train.y, training.predict(model, train_input)),
-        "val_auc": _auc(data.val.y, val_scores),
+        "train_auc": training.auc(data.train.y, training.predict(model, train_input)),
+        "val_auc": training.auc(data.val.y, val_scores),
     }
     return aucs, val_scores
-
-
-def _auc(y: np.ndarray, scores: np.ndarray) -> float:
-    return evaluation.basic_metrics(y, scores)["auc"]
 
 
 def learning_check(

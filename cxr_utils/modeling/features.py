@@ -8,7 +8,6 @@ backbone, weights hash, size) and the head trains on the cached vectors.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import numpy as np
 
 from .. import config
 from ..data.datasets import one_hot_labels
+from ..data.images import save_array
 from .backbones import Weights
 
 
@@ -67,7 +67,7 @@ def extract(extractor, images: np.ndarray, hashes: list[str], cache: Path | None
         for k, vec in zip(chunk, vectors):
             out[k] = vec
             if cache is not None:
-                _save(vector_path(cache, hashes[k]), vec)
+                save_array(vector_path(cache, hashes[k]), vec)
     width = int(extractor.output_shape[-1])
     features = np.stack(out) if out else np.zeros((0, width), np.float32)
     return FeatureSet(features, len(todo), len(hashes) - len(todo), time.perf_counter() - started)
@@ -94,13 +94,6 @@ def extraction_record(feature_sets: list[FeatureSet], cache: Path | None) -> dic
         "reused": sum(f.reused for f in feature_sets),
         "cache": cache.name if cache else "none (random init is not cached)",
     }
-
-
-def _save(path: Path, vector: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
-    np.save(tmp, vector)
-    tmp.replace(path)
 
 
 def build_head(features: int, name: str = "head"):

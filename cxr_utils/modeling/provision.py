@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .. import config
 from ..data.images import file_sha256
-from ..runs.results import now
+from ..results import now
 from .backbones import provenance_file, weights_dirs
 
 WHEEL_REQUIREMENT = "pneumonia-model-package==0.3.0"

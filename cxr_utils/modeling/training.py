@@ -1,4 +1,5 @@
-"""Fit a compiled model with per-epoch timing, keep the best epoch, write the history."""
+"""Fit a compiled model with per-epoch timing, keep the best epoch, write the history; P(COVID) of a
+model and the ROC AUC of scores."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.stats import rankdata
 
 HISTORY_FILE = "history.csv"
 MODEL_FILE = "model.keras"
@@ -125,3 +127,16 @@ def predict(model, dataset) -> np.ndarray:
     of a two-unit softmax."""
     raw = np.asarray(model.predict(dataset, verbose=0))
     return raw[:, 1] if raw.ndim == 2 and raw.shape[1] == 2 else raw.reshape(-1)
+
+
+def auc(y_true: np.ndarray, scores: np.ndarray) -> float:
+    """ROC AUC (NaN with one class) from ranks, as the Mann-Whitney U statistic: equal to
+    scikit-learn's ``roc_auc_score`` (ties count one half) at a fraction of its cost, which
+    matters inside bootstrap loops."""
+    positive = np.asarray(y_true).astype(bool)
+    n_pos = int(positive.sum())
+    n_neg = len(positive) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(np.asarray(scores, dtype=float))
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))

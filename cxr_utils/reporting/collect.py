@@ -11,8 +11,7 @@ from typing import NamedTuple
 
 import pandas as pd
 
-from .. import registry
-from ..runs import results
+from .. import registry, results
 from .document import spread_text
 
 # fmt: off

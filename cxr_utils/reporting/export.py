@@ -8,8 +8,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from .. import config, registry
-from ..runs import results
+from .. import config, registry, results
 
 TITLE = "COVID-19 vs non-COVID chest X-ray classification: a leakage-free rebuild of a student study"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

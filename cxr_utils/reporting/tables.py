@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import registry
-from ..runs import results
+from .. import registry, results
 from .collect import run_folders
 from .document import interval_text, number_format, short_reason
 

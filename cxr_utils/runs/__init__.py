@@ -1,1 +1,1 @@
-"""Runs: the result.json contract and the papermill batch runner."""
+"""Runs (orchestration): the papermill batch runner, the main job, the Dask executor, the final fits."""

@@ -4,15 +4,17 @@
 processes (listening on 127.0.0.1 only); ``--scheduler tls://HOST:8786`` uses a running Dask
 scheduler (see the README's "Running on a cluster"). Dask places the tasks; nothing here schedules.
 
-The client does what the sequential runner does before a run: every params file is validated,
-a complete result is skipped, an earlier folder is set aside. Only the runs to do become tasks.
-A task, on its worker:
+The client validates every params file and leaves out runs whose complete result is there (it
+only reads). The other runs become tasks. A task, on its worker, follows the sequential runner's
+rule for a run folder (:mod:`cxr_utils.runs.claim`):
 
-1. holds the run folder's ``distributed.Lock`` (named after the folder), so two tasks never
-   write one folder at once, even from two batches on one scheduler;
+1. holds the run folder's inter-process lock, so no two processes ever write one folder, whether
+   they are tasks of two batches, a task and a sequential batch, or anything else that runs
+   this project's runner (with ``--no-wait`` a held folder is skipped instead of waited for);
 2. checks that this worker sees the output root, the data root (notebooks that read data) and
    the ImageNet weights the client found (transfer runs); if not, the run fails naming the path;
-3. sets aside what the folder holds (an attempt on a worker that died: never a result) and runs
+3. holding the lock, skips a complete result (another batch may have made it meanwhile) or sets
+   aside what the folder holds (e.g. an attempt on a worker that died: never a result), and runs
    papermill into it, as the sequential runner does.
 
 A task whose worker dies is run once more on another worker (the scheduler's
@@ -34,11 +36,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distributed import Client, Future, LocalCluster, Lock, Security, get_worker, wait
+from distributed import Client, Future, LocalCluster, Security, get_worker, wait
 from tqdm import tqdm
 
-from .. import config, registry
-from . import results, runner
+from .. import config, registry, results
+from . import runner, storage
 
 LOOPBACK = "127.0.0.1"
 TOPIC = "cxr-run-started"  # the event a task sends when its run starts on a worker
@@ -60,6 +62,8 @@ class Job:
     profile: str
     kernel: str | None
     batch: str
+    force: bool
+    wait: bool  # wait for a folder another process holds (else skip it)
     reads_data: bool
     weights: tuple[str, str | None] | None  # (backbone, weights_path) whose ImageNet weights the client found
 
@@ -115,9 +119,11 @@ class DaskExecutor:
         profile: str,
         force: bool,
         kernel: str | None,
+        wait: bool = True,
     ) -> list[runner.Outcome]:
-        """The client's part of :func:`runner.run_batch`: skip or set aside as the sequential runner
-        does, send the rest to the workers, report each run as it starts and finishes."""
+        """The client's part of :func:`runner.run_batch`: leave out complete results, send the rest
+        to the workers (each decides again, holding its folder), report each run as it starts and
+        finishes."""
         if self.client is None:
             raise RuntimeError("use the executor as a context manager: with DaskExecutor(...) as executor")
         base.mkdir(parents=True, exist_ok=True)
@@ -126,16 +132,16 @@ class DaskExecutor:
         todo = []
         defaults = runner.notebook_defaults(nb_path)
         for name, params in planned:
-            folder = base / nb_path.stem / name
-            skipped = runner.skip_or_set_aside(folder, name, params, prefixes[name], profile, force, defaults)
-            if skipped:
-                outcomes[name] = skipped
+            done = runner.done_before(base / nb_path.stem / name, name, params, profile, force, defaults)
+            if done:
+                say(f"{prefixes[name]}: skipped (complete result in {done.folder}; --force to redo)")
+                outcomes[name] = done
             else:
                 todo.append((name, params))
         resources = {"GPU": self.gpus_per_run} if self.gpus_per_run else None
         futures = {
             self.client.submit(run_job, job, key=f"cxr-{job.batch}-{job.name}", retries=1, resources=resources): job
-            for job in make_jobs(nb_path, todo, base, profile, kernel)
+            for job in make_jobs(nb_path, todo, base, profile, kernel, force=force, wait=wait)
         }
         follow(self.client, futures, prefixes, outcomes, profile)
         return [outcomes[name] for name, _ in planned]
@@ -158,7 +164,14 @@ def local_cluster(workers: int, gpus_per_run: int = 0) -> LocalCluster:
 
 
 def make_jobs(
-    nb_path: Path, todo: Sequence[tuple[str, dict[str, Any]]], base: Path, profile: str, kernel: str | None
+    nb_path: Path,
+    todo: Sequence[tuple[str, dict[str, Any]]],
+    base: Path,
+    profile: str,
+    kernel: str | None,
+    *,
+    force: bool = False,
+    wait: bool = True,
 ) -> list[Job]:
     """One job per run to do, with what its worker must see."""
     try:
@@ -177,6 +190,8 @@ def make_jobs(
             profile,
             kernel,
             batch,
+            force,
+            wait,
             reads_data=kind in READS_DATA,
             weights=weights_found(kind, {**defaults, **params}, profile, nb_path.stem),
         )
@@ -210,17 +225,27 @@ def portable(path: Path) -> str:
 
 
 def run_job(job: Job) -> runner.Outcome:
-    """On a worker: run one params file into its folder, alone, if this worker sees what it needs."""
+    """On a worker: run one params file into its folder, holding it, if this worker sees what it
+    needs and no other process made a complete result meanwhile."""
     worker = get_worker()
-    with Lock(f"cxr-run:{job.folder}"), runner.output_root_for_kernels(job.base):
+    problem = missing_here(job)
+    if problem:
+        where = f"worker {worker.address} ({socket.gethostname()})"
+        return runner.Outcome(job.name, job.folder, "failed", detail=f"{where}: {problem}")
+    notebook = config.PROJECT_ROOT / job.notebook  # an absolute path stays as it is
+    what = f"run {notebook.stem}/{job.name} was not counted"
+    with runner.claimed(job.folder, what, job.wait) as held, runner.output_root_for_kernels(job.base):
+        if held is None:
+            return runner.Outcome(job.name, job.folder, "not run", detail="another batch is writing it (--no-wait)")
+        defaults = runner.notebook_defaults(notebook)
+        prefix = f"{notebook.stem}/{job.name}"
+        skipped = runner.skip_or_set_aside(job.folder, job.name, job.params, prefix, job.profile, job.force, defaults)
+        if skipped:
+            return skipped
         worker.log_event(TOPIC, {"batch": job.batch, "run": job.name, "worker": worker.address})
-        problem = missing_here(job)
-        if problem:
-            where = f"worker {worker.address} ({socket.gethostname()})"
-            return runner.Outcome(job.name, job.folder, "failed", detail=f"{where}: {problem}")
-        results.set_aside(job.folder)  # an attempt on a worker that died
-        notebook = config.PROJECT_ROOT / job.notebook  # an absolute path stays as it is
-        return runner.execute_one(notebook, job.name, job.params, job.folder, job.profile, job.kernel)
+        return runner.execute_one(
+            notebook, job.name, job.params, job.folder, job.profile, job.kernel, held.kernel_started
+        )
 
 
 def missing_here(job: Job) -> str:
@@ -285,10 +310,13 @@ def outcome_of(future: Future, job: Job) -> runner.Outcome:
     ``result.json`` says so, written here when the worker could not."""
     try:
         outcome = future.result()
+    except storage.StorageError:  # the output disk refuses writes: the batch stops, as a sequential one does
+        raise
     except Exception as err:  # e.g. KilledWorker: the run fails, the batch goes on
         outcome = runner.Outcome(job.name, job.folder, "failed", detail=runner.describe_error(err))
     if outcome.status == "failed" and (results.read_result(job.folder) or {}).get("status") != "failed":
-        runner.mark_failed(job.folder, job.notebook, job.name, outcome.detail)
+        what = f"run {Path(job.notebook).stem}/{job.name} was not counted"
+        runner.record_failure(job.folder, Path(job.notebook), job.name, outcome.detail, what)
     return outcome
 
 

@@ -6,13 +6,9 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from .. import config, registry
-from . import runner
-
-if TYPE_CHECKING:
-    from .distributed import DaskExecutor
+from . import runner, storage
 
 PROVISIONED = ("xception",)  # weights the main job provisions offline before its stages
 
@@ -25,11 +21,13 @@ def run_pipeline(
     force: bool = False,
     export_to: str | Path | None = registry.REPORT_DIR,
     provision: Sequence[str] = (),
-    executor: DaskExecutor | None = None,
+    executor: runner.Executor | None = None,
+    wait: bool = True,
 ) -> bool:
     """Provision the named weights, then run every stage in order into one output root (``out``,
     else ``CXR_OUTPUT_DIR``, else ``outputs/``), export the report, print each stage's wall time.
     With ``executor``, the runs of each stage go to Dask workers in parallel; stages stay in order.
+    A run folder another process holds is waited for (``wait``) or skipped.
 
     Returns False if any run failed (the report is then not exported).
     """
@@ -42,7 +40,13 @@ def run_pipeline(
         files = stage.params_files(profile, base)
         print(f"== stage: {stage.name} ({len(files)} runs)", flush=True)
         outcomes = runner.run_batch(
-            stage.notebook.path, files, profile=profile, out=base, force=force or stage.always, executor=executor
+            stage.notebook.path,
+            files,
+            profile=profile,
+            out=base,
+            force=force or stage.always,
+            executor=executor,
+            wait=wait,
         )
         timings.append((stage.name, time.monotonic() - started))
         if any(o.status == "failed" for o in outcomes):
@@ -75,3 +79,8 @@ def provision_weights(backbone: str, base: Path) -> None:
             provision.provision(backbone)
         except config.ConfigError as err:
             print(f"{backbone} weights not provisioned ({err}): its runs will be reported as not run", flush=True)
+        except OSError as err:
+            problem = storage.storage_errno(err)
+            if problem is None:
+                raise
+            raise storage.StorageError(storage.explain(*problem, f"provisioning {backbone} stopped", base)) from None

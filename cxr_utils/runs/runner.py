@@ -5,8 +5,11 @@
 Each run goes to ``<out>/<notebook-stem>/<params-stem>/``. Every params file is checked
 against the notebook's ``parameters`` cell before anything runs. A run whose folder already
 holds a complete result is skipped unless ``--force``; an earlier folder is never overwritten
-but moved aside to ``<folder>.previous``. Kernels inherit ``CXR_OUTPUT_DIR`` set to the batch's
-output root, so a notebook finds earlier runs and caches where the batch writes. With
+but moved aside to ``<folder>.previous``. One process at a time holds a run folder
+(:mod:`cxr_utils.runs.claim`): a second batch on the same output root waits for it, or with
+``--no-wait`` skips it. A full, read-only or forbidden output disk stops the batch with one line
+saying what to do (:mod:`cxr_utils.runs.storage`). Kernels inherit ``CXR_OUTPUT_DIR`` set to the
+batch's output root, so a notebook finds earlier runs and caches where the batch writes. With
 ``--executor dask`` the runs go to Dask workers instead (:mod:`cxr_utils.runs.distributed`).
 """
 
@@ -15,16 +18,13 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from .. import config, registry
-from . import results
-
-if TYPE_CHECKING:
-    from .distributed import DaskExecutor
+from .. import config, registry, results
+from . import claim, storage
 
 EXECUTED_NOTEBOOK = "notebook.ipynb"
 
@@ -86,6 +86,22 @@ def _values_check(notebook: str, spec: dict[str, config.Parameter], profile: str
     return check
 
 
+class Executor(Protocol):
+    """Where a batch's runs go instead of one after another here (e.g. Dask workers)."""
+
+    def run(
+        self,
+        nb_path: Path,
+        planned: Sequence[tuple[str, dict[str, Any]]],
+        base: Path,
+        *,
+        profile: str,
+        force: bool,
+        kernel: str | None,
+        wait: bool,
+    ) -> list[Outcome]: ...
+
+
 def mark_failed(folder: Path, notebook: str, run: str, detail: str) -> None:
     """Record a run as failed (with the error) in its ``result.json``, whatever it held before."""
     result = results.read_result(folder) or {
@@ -111,15 +127,24 @@ def describe_error(err: BaseException) -> str:
 
 
 def execute_one(
-    notebook: Path, name: str, params: dict[str, Any], folder: Path, profile: str, kernel: str | None
+    notebook: Path,
+    name: str,
+    params: dict[str, Any],
+    folder: Path,
+    profile: str,
+    kernel: str | None,
+    on_kernel: Callable[[int], None] | None = None,
 ) -> Outcome:
-    """Run papermill for one params file into ``folder`` and classify the outcome."""
+    """Run papermill for one params file into ``folder`` and classify the outcome; ``on_kernel``
+    is told the kernel's pid. A storage error (here or in the kernel) raises
+    :class:`~cxr_utils.runs.storage.StorageError` after recording the failure where it can."""
     import papermill
 
     started = time.monotonic()
     parameters = {**params, "run_name": name, "output_dir": str(folder), "profile": profile}
-    folder.mkdir(parents=True, exist_ok=True)
+    what = f"run {notebook.stem}/{name} was not counted"
     try:
+        folder.mkdir(parents=True, exist_ok=True)
         papermill.execute_notebook(
             str(notebook),
             str(folder / EXECUTED_NOTEBOOK),
@@ -127,12 +152,17 @@ def execute_one(
             cwd=str(notebook.parent),
             kernel_name=kernel,
             progress_bar=False,
-            kernel_manager_class=ipc_kernel_manager(),
+            kernel_manager_class=ipc_kernel_manager(on_kernel),
         )
     except KeyboardInterrupt:
-        mark_failed(folder, notebook.name, name, "interrupted")
+        record_failure(folder, notebook, name, "interrupted", what)
         raise
     except Exception as err:  # papermill raises many kinds; each is recorded, the batch goes on
+        problem = storage.storage_errno(err)
+        if problem:
+            message = storage.explain(*problem, what, folder)
+            record_failure(folder, notebook, name, message, what)
+            raise storage.StorageError(message) from None
         error = describe_error(err)
     else:
         error = "the notebook ended without marking its run complete"
@@ -141,12 +171,30 @@ def execute_one(
     status = str(result.get("status", ""))
     if status == "complete":
         result["phases"] = {**result.get("phases", {}), "wall_with_kernel": round(seconds, 3)}
-        results.write_json(folder / results.RESULT_FILE, result)
+        try:
+            results.write_json(folder / results.RESULT_FILE, result)
+        except OSError as err:  # the run is complete; only its wall time is missing
+            print(f"note: {folder}: the wall time could not be added to result.json ({err.strerror})", flush=True)
         return Outcome(name, folder, "complete", seconds)
     if status.startswith("skipped"):  # the notebook stopped itself with a reason
         return Outcome(name, folder, "not run", seconds, status.split(": ", 1)[-1])
-    mark_failed(folder, notebook.name, name, error)
+    record_failure(folder, notebook, name, error, what)
     return Outcome(name, folder, "failed", seconds, error)
+
+
+def record_failure(folder: Path, notebook: Path, name: str, detail: str, what: str) -> None:
+    """:func:`mark_failed`, where the disk allows; a storage error becomes a
+    :class:`~cxr_utils.runs.storage.StorageError` saying the folder could not be updated."""
+    try:
+        mark_failed(folder, notebook.name, name, detail)
+    except OSError as err:
+        problem = storage.storage_errno(err)
+        if not problem:
+            raise
+        explained = detail if storage.storage_errno(detail) else storage.explain(*problem, what, folder)
+        raise storage.StorageError(
+            f"{explained} (its result.json could not be updated: it is not complete, so a rerun redoes it)"
+        ) from None
 
 
 @contextlib.contextmanager
@@ -164,8 +212,9 @@ def output_root_for_kernels(base: Path) -> Iterator[None]:
             os.environ[config.OUTPUT_DIR_ENV] = previous
 
 
-def ipc_kernel_manager():
-    """A kernel manager whose kernels talk over local IPC sockets instead of TCP ports.
+def ipc_kernel_manager(on_start: Callable[[int], None] | None = None):
+    """A kernel manager whose kernels talk over local IPC sockets instead of TCP ports, and which
+    tells ``on_start`` the pid of each kernel it starts.
 
     Nothing outside this machine can reach such a kernel, and ipykernel no longer warns at every
     start that it runs "over TCP without encryption".
@@ -183,6 +232,12 @@ def ipc_kernel_manager():
         def _ip_default(self) -> str:
             return str(Path(tempfile.gettempdir()) / f"cxr-kernel-{uuid.uuid4().hex[:12]}-ipc")
 
+        async def _async_post_start_kernel(self, **kwargs: Any) -> None:
+            await super()._async_post_start_kernel(**kwargs)
+            pid = getattr(self.provisioner, "pid", None)
+            if on_start is not None and pid:
+                on_start(int(pid))
+
     return IPCKernelManager
 
 
@@ -194,20 +249,23 @@ def run_batch(
     out: str | Path | None = None,
     force: bool = False,
     kernel: str | None = None,
-    executor: DaskExecutor | None = None,
+    executor: Executor | None = None,
+    wait: bool = True,
 ) -> list[Outcome]:
     """Execute ``notebook`` once per params file; returns one outcome per file. The runs go one
-    after another here, or to ``executor`` (Dask workers, see :mod:`cxr_utils.runs.distributed`)."""
+    after another here, or to ``executor`` (Dask workers, see :mod:`cxr_utils.runs.distributed`).
+    A run folder another process holds is waited for, or skipped when ``wait`` is False.
+    Raises :class:`~cxr_utils.runs.storage.StorageError` when the output disk refuses a write."""
     nb_path = config.notebook_path(notebook)
     config.load_profile(profile)  # fail early on an unknown profile
     planned = plan_runs(str(nb_path), params_files, profile)
     base = Path(out).resolve() if out else config.output_root()
     with output_root_for_kernels(base):
         if executor is not None:
-            outcomes = executor.run(nb_path, planned, base, profile=profile, force=force, kernel=kernel)
+            outcomes = executor.run(nb_path, planned, base, profile=profile, force=force, kernel=kernel, wait=wait)
         else:
             outcomes = [
-                _run_or_skip(nb_path, name, params, base, f"[{index}/{len(planned)}]", profile, force, kernel)
+                _run_or_skip(nb_path, name, params, base, f"[{index}/{len(planned)}]", profile, force, kernel, wait)
                 for index, (name, params) in enumerate(planned, start=1)
             ]
     print(summary_line(outcomes), flush=True)
@@ -231,18 +289,37 @@ def _run_or_skip(
     profile: str,
     force: bool,
     kernel: str | None,
+    wait: bool,
 ) -> Outcome:
-    """One params file: skipped when a complete result of the same params and profile is there
-    (unless ``force``), otherwise run into a fresh folder (an earlier one is set aside)."""
+    """One params file, holding its folder: skipped when a complete result of the same params and
+    profile is there (unless ``force``), otherwise run into a fresh folder (an earlier one is set
+    aside)."""
     folder = base / nb_path.stem / name
     prefix = f"{counter} {nb_path.stem}/{name}"
-    skipped = skip_or_set_aside(folder, name, params, prefix, profile, force, notebook_defaults(nb_path))
-    if skipped:
-        return skipped
-    print(f"{prefix}: running (profile {profile})", flush=True)
-    outcome = execute_one(nb_path, name, params, folder, profile, kernel)
+    with claimed(folder, f"run {nb_path.stem}/{name} was not counted", wait) as held:
+        if held is None:
+            return Outcome(name, folder, "not run", detail="another batch is writing it (--no-wait)")
+        skipped = skip_or_set_aside(folder, name, params, prefix, profile, force, notebook_defaults(nb_path))
+        if skipped:
+            return skipped
+        print(f"{prefix}: running (profile {profile})", flush=True)
+        outcome = execute_one(nb_path, name, params, folder, profile, kernel, held.kernel_started)
     print(outcome_line(prefix, outcome), flush=True)
     return outcome
+
+
+@contextlib.contextmanager
+def claimed(folder: Path, what: str, wait: bool) -> Iterator[claim.Claim | None]:
+    """:func:`claim.claim`, with a storage error met while holding the folder (or taking its lock)
+    turned into a :class:`~cxr_utils.runs.storage.StorageError` naming the path."""
+    try:
+        with claim.claim(folder, wait=wait, say=lambda line: print(line, flush=True)) as held:
+            yield held
+    except OSError as err:
+        problem = storage.storage_errno(err)
+        if problem is None:
+            raise
+        raise storage.StorageError(storage.explain(*problem, what, folder)) from None
 
 
 def notebook_defaults(nb_path: str | Path) -> dict[str, Any]:
@@ -259,18 +336,33 @@ def skip_or_set_aside(
     force: bool,
     defaults: dict[str, Any] | None = None,
 ) -> Outcome | None:
-    """The decision for one params file: a "done before" outcome when the folder holds a complete
-    result of the same params (over the notebook's ``defaults``) and profile (unless ``force``);
-    else None, the folder set aside."""
-    stale = results.differs_from(folder, params, profile, defaults)
-    complete = results.is_complete(folder)
-    if complete and not force and not stale:
+    """The decision for one params file, taken by the holder of its folder: a "done before"
+    outcome when the folder holds a complete result of the same params (over the notebook's
+    ``defaults``) and profile (unless ``force``); else None, the folder set aside."""
+    done = done_before(folder, name, params, profile, force, defaults)
+    if done:
         print(f"{prefix}: skipped (complete result in {folder}; --force to redo)", flush=True)
-        return Outcome(name, folder, "done before", detail="already complete")
-    if complete and stale:
+        return done
+    stale = results.differs_from(folder, params, profile, defaults)
+    if stale and results.is_complete(folder):
         print(f"{prefix}: the complete result in {folder} was made with other settings ({stale}); redoing", flush=True)
     results.set_aside(folder)
     return None
+
+
+def done_before(
+    folder: Path,
+    name: str,
+    params: dict[str, Any],
+    profile: str,
+    force: bool,
+    defaults: dict[str, Any] | None = None,
+) -> Outcome | None:
+    """A "done before" outcome when ``folder`` holds a complete result of the same params and
+    profile and ``force`` is off; None otherwise. Only reads: anyone may ask, holder or not."""
+    if force or not results.is_complete(folder) or results.differs_from(folder, params, profile, defaults):
+        return None
+    return Outcome(name, folder, "done before", detail="already complete")
 
 
 def outcome_line(prefix: str, outcome: Outcome) -> str:

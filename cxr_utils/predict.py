@@ -20,13 +20,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import config, registry
-from ..analysis import heldout, saliency
-from ..data import datasets
-from ..data.images import ImageReadError, open_checked, resize_gray8, to_gray8
-from ..reporting.collect import RunKey
-from ..runs import final_fit, results
-from . import backbones, features, training
+from . import config, registry, results
+from .analysis import heldout, saliency
+from .data import datasets
+from .data.images import ImageReadError, open_checked, resize_gray8, to_gray8
+from .modeling import backbones, features, training
+from .reporting.collect import RunKey
+from .runs import final_fit
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".dcm"}
 MAX_PIXELS = 40_000_000  # a larger file is refused ("too_large"): radiographs are at most a few megapixels
@@ -254,7 +254,7 @@ def predict(
 def _ood_scores(good: list[Loaded], reference: OODReference | None) -> dict[Path, tuple[float, bool]]:
     if reference is None or not good:
         return {}
-    from .precision import apply_recorded
+    from .modeling.precision import apply_recorded
 
     apply_recorded(reference.policy, "as the reference features were made")
     extractor = backbones.build_extractor(reference.backbone, reference.weights, reference.size)

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from ..config import PROJECT_ROOT, RUNNER_PARAMETERS
+from .config import PROJECT_ROOT, RUNNER_PARAMETERS
 
 RESULT_FILE = "result.json"
 PARAMS_FILE = "params.yaml"
@@ -131,10 +131,14 @@ def set_aside(folder: str | Path) -> Path | None:
 
 
 def write_json(path: Path, data: Mapping[str, Any]) -> None:
-    """Write JSON atomically (a crash never leaves half a file)."""
+    """Write JSON atomically: a crash or a full disk never leaves half a file (the earlier file
+    stays as it was, and no temporary file is left behind)."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_jsonable) + "\n")
-    tmp.replace(path)
+    try:
+        tmp.write_text(json.dumps(data, indent=2, default=_jsonable) + "\n")
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _jsonable(value: Any) -> Any:
