@@ -1,0 +1,231 @@
+"""COURSE.md, the course around the notebooks: a glossary with every required term defined once,
+numbered references with links, and links that resolve. Plain text checks, no TensorFlow.
+
+The checker is a few small functions that return a list of problems (empty when the text is
+fine); the last test runs them on a planted bad text to show that each problem is reported."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+COURSE = ROOT / "COURSE.md"
+
+REQUIRED_SECTIONS = (
+    "Audience and prerequisites",
+    "Syllabus",
+    "Student set-up",
+    "Grading and points",
+    "Session plans",
+    "Glossary",
+    "References",
+)
+REQUIRED_TERMS = (
+    "AUC", "ROC curve", "sensitivity", "specificity", "bootstrap", "group bootstrap", "confidence interval",
+    "Grad-CAM", "occlusion", "pHash", "dHash", "Hamming distance", "group split", "data leakage",
+    "shortcut learning", "external test set", "inference mode", "bfloat16", "float32", "precision policy",
+    "profile", "screening", "final fit", "kept epoch", "epoch 0", "eligible", "set-up", "clean test",
+    "feature extraction", "frozen backbone", "fine-tuning", "linear probe", "papermill", "run folder",
+    "result.json", "manifest",
+)  # fmt: skip
+# The syllabus follows the course order, which differs from the file numbers.
+COURSE_ORDER = (
+    "01_data_merge",
+    "02_custom_cnn",
+    "03_transfer_learning",
+    "04_comparison",
+    "06_shortcuts",
+    "07_setups",
+    "05_report",
+    "08_predict",
+)
+MIN_REFERENCES = 8
+
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+URL = re.compile(r"https?://\S+")
+
+
+# --------------------------------------------------------------------------- the checker
+
+
+def sections(text: str) -> dict[str, str]:
+    """The body of every ``## `` section, by its heading (without a leading "1. " number)."""
+    found, heading, lines = {}, None, []
+    for line in text.splitlines():
+        if line.startswith("## "):
+            if heading is not None:
+                found[heading] = "\n".join(lines)
+            heading, lines = re.sub(r"^\d+\.\s*", "", line[3:].strip()), []
+        elif heading is not None:
+            lines.append(line)
+    if heading is not None:
+        found[heading] = "\n".join(lines)
+    return found
+
+
+def section(text: str, name: str) -> str | None:
+    """The body of the first section whose heading starts with ``name`` (None if there is none)."""
+    return next((body for heading, body in sections(text).items() if heading.startswith(name)), None)
+
+
+def normalise(term: str) -> str:
+    return re.sub(r"\s+", " ", term.replace("*", "").replace("`", "")).strip().lower()
+
+
+def glossary(text: str) -> list[tuple[str, str]]:
+    """(term, definition) for each row of the glossary table, header and rule skipped."""
+    body = section(text, "Glossary") or ""
+    rows = [line.strip() for line in body.splitlines() if line.strip().startswith("|")]
+    entries = []
+    for row in rows[2:]:
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        entries.append((cells[0], " | ".join(cells[1:]).strip()))
+    return entries
+
+
+def glossary_problems(text: str, required: tuple[str, ...] = REQUIRED_TERMS) -> list[str]:
+    """A missing glossary, duplicated terms, empty definitions and required terms not defined."""
+    entries = glossary(text)
+    if not entries:
+        return ["no glossary table"]
+    problems, seen = [], set()
+    for term, definition in entries:
+        key = normalise(term)
+        if key in seen:
+            problems.append(f"glossary: '{term}' is defined more than once")
+        seen.add(key)
+        if not definition:
+            problems.append(f"glossary: '{term}' has an empty definition")
+    problems += [f"glossary: required term '{term}' is missing" for term in required if normalise(term) not in seen]
+    return problems
+
+
+def references(text: str) -> list[str]:
+    """The numbered entries of the references section, continuation lines joined."""
+    entries: list[str] = []
+    for line in (section(text, "References") or "").splitlines():
+        if re.match(r"^\d+\.\s", line):
+            entries.append(line)
+        elif entries and line.strip() and line.startswith(" "):
+            entries[-1] += " " + line.strip()
+    return entries
+
+
+def reference_problems(text: str, minimum: int = MIN_REFERENCES) -> list[str]:
+    """Too few numbered references, and entries without an http(s) link."""
+    entries = references(text)
+    problems = [f"references: {len(entries)} numbered entries, at least {minimum} expected"] * (len(entries) < minimum)
+    return problems + [f"references: no link in '{entry[:60]}'" for entry in entries if not URL.search(entry)]
+
+
+def local_links(text: str) -> list[str]:
+    """Every Markdown link target that is a path in the repository (no URL, no bare anchor)."""
+    targets = (match.split("#", 1)[0] for match in LINK.findall(text))
+    return [t for t in targets if t and not re.match(r"^[a-z][a-z0-9+.-]*:", t)]
+
+
+def broken_links(text: str, base: Path) -> list[str]:
+    """Local links (notebooks included) that do not resolve to a file or folder under ``base``."""
+    missing = dict.fromkeys(target for target in local_links(text) if not (base / target).exists())
+    return [f"link '{target}' does not resolve" for target in missing]
+
+
+def notebook_order(text: str) -> list[str]:
+    """The notebooks the syllabus links, by file stem, in order of first appearance."""
+    order: list[str] = []
+    for target in local_links(section(text, "Syllabus") or ""):
+        stem = Path(target).stem
+        if target.endswith(".ipynb") and stem not in order:
+            order.append(stem)
+    return order
+
+
+# --------------------------------------------------------------------------- COURSE.md
+
+
+@pytest.fixture(scope="module")
+def course_text() -> str:
+    return COURSE.read_text(encoding="utf-8")
+
+
+def test_every_required_section_is_there(course_text):
+    headings = list(sections(course_text))
+    missing = [name for name in REQUIRED_SECTIONS if not any(h.startswith(name) for h in headings)]
+    assert not missing, f"COURSE.md lacks the sections {missing} (has {headings})"
+
+
+def test_the_glossary_defines_every_required_term_exactly_once(course_text):
+    assert glossary_problems(course_text) == []
+    assert len(glossary(course_text)) >= len(REQUIRED_TERMS)
+
+
+def test_the_references_are_numbered_and_each_has_a_link(course_text):
+    assert reference_problems(course_text) == []
+    numbers = [int(entry.split(".", 1)[0]) for entry in references(course_text)]
+    assert numbers == list(range(1, len(numbers) + 1)), f"references numbered {numbers}"
+
+
+def test_every_link_resolves_and_every_notebook_is_linked(course_text):
+    assert broken_links(course_text, COURSE.parent) == []
+    linked = {Path(t).name for t in local_links(course_text) if t.endswith(".ipynb")}
+    notebooks = {p.name for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")}
+    assert notebooks and notebooks <= linked, f"notebooks not linked from COURSE.md: {sorted(notebooks - linked)}"
+
+
+def test_the_syllabus_follows_the_course_order(course_text):
+    assert notebook_order(course_text) == list(COURSE_ORDER)
+
+
+def test_the_readme_points_to_the_course_right_under_its_title():
+    lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    assert lines[0].startswith("# ")
+    assert "[COURSE.md](COURSE.md)" in "\n".join(lines[1:4])
+
+
+# --------------------------------------------------------------------------- the checker can fail
+
+PLANTED = """# A bad course
+
+## 2. Syllabus
+
+1. [02 · Custom CNN](notebooks/02_custom_cnn.ipynb), then [01 · Data merge](notebooks/01_data_merge.ipynb)
+2. [99 · Gone](notebooks/99_gone.ipynb)
+
+## 6. Glossary
+
+| Term | Definition |
+|---|---|
+| AUC | Area under the ROC curve. |
+| **auc** | Defined a second time, differently. |
+| pHash | |
+
+## 7. References
+
+1. A paper with a link. https://doi.org/10.1000/example
+2. A paper cited without any link.
+   (its second line has none either)
+"""
+
+
+def test_the_checker_reports_each_planted_problem(tmp_path):
+    (tmp_path / "notebooks").mkdir()
+    for stem in ("01_data_merge", "02_custom_cnn"):
+        (tmp_path / "notebooks" / f"{stem}.ipynb").write_text("{}")
+
+    problems = glossary_problems(PLANTED)
+    assert "glossary: '**auc**' is defined more than once" in problems
+    assert "glossary: 'pHash' has an empty definition" in problems
+    assert "glossary: required term 'dHash' is missing" in problems
+    assert "glossary: required term 'AUC' is missing" not in problems
+
+    problems = reference_problems(PLANTED)
+    assert "references: 2 numbered entries, at least 8 expected" in problems
+    assert any(p.startswith("references: no link in '2. A paper cited without any link.") for p in problems)
+    assert not any("A paper with a link" in p for p in problems)
+
+    assert broken_links(PLANTED, tmp_path) == ["link 'notebooks/99_gone.ipynb' does not resolve"]
+    assert notebook_order(PLANTED) != list(COURSE_ORDER)
+    assert glossary_problems("# no glossary here\n") == ["no glossary table"]
