@@ -2,6 +2,8 @@
 #   make report   create .venv, install, run the main job (PROFILE=default|full|paper|smoke;
 #                 WORKERS=N runs each stage's runs on N local Dask workers)
 #   make test     create .venv if missing, lint, run the unit tests and the notebooks (nbval)
+#   make course   the main job at the `course` profile (5-7 min on 2 cores) into outputs/course/,
+#                 its report in outputs/course/report/ (the committed report/ is left alone)
 #   make lint     ruff (lint + format check) over the package, tests, benchmarks and notebooks;
 #                 lint-imports (the package's layers, pyproject.toml)
 #   make student  write student/: the notebooks without their solutions (for teaching)
@@ -12,7 +14,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: report test lint format env lab student browser clean-outputs
+.PHONY: report course test lint format env lab student browser clean-outputs
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +27,11 @@ env: $(STAMP)
 
 report: $(STAMP) browser
 	$(PY) -m cxr_utils pipeline --profile $(PROFILE)$(if $(WORKERS), --executor dask --workers $(WORKERS))
+
+COURSE_OUT := outputs/course
+
+course: $(STAMP) browser
+	$(PY) -m cxr_utils pipeline --profile course --out $(COURSE_OUT)$(if $(WORKERS), --executor dask --workers $(WORKERS))
 
 test: lint browser
 	CXR_OFFLINE=1 $(VENV)/bin/pytest --nbval tests notebooks

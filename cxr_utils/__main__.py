@@ -76,8 +76,8 @@ def _parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="report commands")
     rep_sub = rep.add_subparsers(dest="report_command", required=True)
-    export = rep_sub.add_parser("export", help="write report.html, figures/ and tables/ from a 05_report run")
-    export.add_argument("--run", default="report", help="the 05_report run (default: report)")
+    export = rep_sub.add_parser("export", help="write report.html, figures/ and tables/ from a 07_report run")
+    export.add_argument("--run", default="report", help="the 07_report run (default: report)")
     export.add_argument("--dest", default=str(registry.REPORT_DIR), help="folder (default: report/)")
     export.add_argument(
         "--out", default=None, help="output root holding the runs (default: CXR_OUTPUT_DIR or outputs/)"

@@ -260,7 +260,8 @@ PROFILE_SECTIONS = ("scale", "caps", "set")
 
 def load_profile(name: str) -> dict[str, Any]:
     """A profile: ``scale`` (multiply numbers), ``caps`` (upper bounds), ``set`` (overrides) for
-    every notebook; ``notebooks: {<stem>: {scale/caps/set/final_set}}`` for one notebook only; and
+    every notebook; ``notebooks: {<stem>: {scale/caps/set/final_set/only}}`` for one notebook only
+    (``only``: the main job runs just these of the notebook's params files); and
     ``final_fit`` (``seeds``, ``fine_tune``, ``set``) for the final fits of the chosen configurations
     (a notebook's ``final_set`` adds to and overrides ``final_fit.set`` for its final fits)."""
     empty = {"rules": {section: {} for section in PROFILE_SECTIONS}, "notebooks": {}, "final_fit": dict(FINAL_FIT)}
@@ -277,16 +278,22 @@ def load_profile(name: str) -> dict[str, Any]:
         raise ConfigError(f"profile {path}: unknown sections {sorted(unknown)}")
     notebooks = data.get("notebooks") or {}
     for stem, rules in notebooks.items():
-        wrong = set(rules or {}) - {*PROFILE_SECTIONS, "final_set"}
+        wrong = set(rules or {}) - {*PROFILE_SECTIONS, "final_set", "only"}
         if wrong:
             raise ConfigError(f"profile {path}: notebooks.{stem} has unknown sections {sorted(wrong)}")
+        only = (rules or {}).get("only")
+        if only is not None and not (isinstance(only, list) and all(isinstance(run, str) for run in only)):
+            raise ConfigError(f"profile {path}: notebooks.{stem}.only = {only!r} must be a list of run names")
     final_fit = {**FINAL_FIT, **(data.get("final_fit") or {})}
     if set(final_fit) - set(FINAL_FIT):
         raise ConfigError(f"profile {path}: final_fit has unknown keys {sorted(set(final_fit) - set(FINAL_FIT))}")
     return {
         "rules": {section: data.get(section) or {} for section in PROFILE_SECTIONS},
         "notebooks": {
-            stem: {section: (rules or {}).get(section) or {} for section in (*PROFILE_SECTIONS, "final_set")}
+            stem: {
+                **{section: (rules or {}).get(section) or {} for section in (*PROFILE_SECTIONS, "final_set")},
+                "only": (rules or {}).get("only"),
+            }
             for stem, rules in notebooks.items()
         },
         "final_fit": final_fit,
@@ -296,6 +303,12 @@ def load_profile(name: str) -> dict[str, Any]:
 # A profile's final fits: how many seeds, whether fine-tuned configurations are refitted, and the
 # values every final-fit run gets (applied after all other rules).
 FINAL_FIT = {"seeds": 3, "fine_tune": True, "set": {}}
+
+
+def profile_only(profile: str, notebook: str) -> list[str] | None:
+    """The runs (params file names) a profile keeps of a notebook's stage (``notebooks: {<stem>:
+    {only: [...]}}``), or None when it keeps them all."""
+    return load_profile(profile)["notebooks"].get(Path(notebook).stem, {}).get("only")
 
 
 def final_fit_settings(profile: str) -> dict[str, Any]:

@@ -132,3 +132,31 @@ def test_a_profile_with_an_unknown_notebook_section_is_rejected(tmp_path, clean_
     clean_env.setattr(config, "PROFILES_DIR", tmp_path)
     with pytest.raises(config.ConfigError, match=r"notebooks.02_custom_cnn has unknown sections \['final'\]"):
         config.load_profile("odd")
+
+
+def test_a_profile_keeps_only_the_runs_it_names_of_a_stage(tmp_path, clean_env):
+    from cxr_utils.runs import pipeline
+
+    grid = next(s for s in pipeline.STAGES if s.name == "custom CNN grid")
+    everything = [p.stem for p in grid.params_files("default", tmp_path)]
+    assert len(everything) == 14 and config.profile_only("default", "02_custom_cnn") is None
+    kept = [p.stem for p in grid.params_files("course", tmp_path)]
+    assert kept == config.profile_only("course", "02_custom_cnn") == ["run02", "run04", "run05"]
+    assert set(kept) < set(everything)
+    (tmp_path / "odd.yaml").write_text("notebooks:\n  02_custom_cnn:\n    only: run02\n")
+    (tmp_path / "nothing.yaml").write_text("notebooks:\n  02_custom_cnn:\n    only: [run99]\n")
+    clean_env.setattr(config, "PROFILES_DIR", tmp_path)
+    with pytest.raises(config.ConfigError, match=r"notebooks.02_custom_cnn.only = 'run02' must be a list of run names"):
+        config.load_profile("odd")
+    with pytest.raises(config.ConfigError, match=r"stage 'custom CNN grid': no params files kept by profile nothing"):
+        grid.params_files("nothing", tmp_path)
+
+
+def test_the_course_profile_scales_screening_and_final_fits():
+    run04 = config.load_params_file(config.PROJECT_ROOT / "params" / "custom" / "run04.yaml")
+    screening = config.apply_profile(run04, "course", "02_custom_cnn")[0]
+    assert (screening["image_size"], screening["epochs"]) == (64, 5)
+    final = config.apply_profile({**run04, "role": "final", "early_stopping_patience": 2}, "course", "02_custom_cnn")[0]
+    assert (final["epochs"], final["early_stopping_patience"], final["max_train_images"]) == (15, 4, None)
+    merge = config.apply_profile({"max_images_per_source": None}, "course", "01_data_merge")[0]
+    assert merge["max_images_per_source"] == 150 and config.final_fit_settings("course")["seeds"] == 2

@@ -1,5 +1,6 @@
 """COURSE.md, the course around the notebooks: a glossary with every required term defined once,
-numbered references with links, and links that resolve. Plain text checks, no TensorFlow.
+numbered references with links, and links that resolve; the notebooks' files in course order,
+and every link between notebooks resolving. Plain text checks, no TensorFlow.
 
 The checker is a few small functions that return a list of problems (empty when the text is
 fine); the last test runs them on a planted bad text to show that each problem is reported."""
@@ -10,6 +11,8 @@ import re
 from pathlib import Path
 
 import pytest
+
+from cxr_utils import registry
 
 ROOT = Path(__file__).resolve().parents[1]
 COURSE = ROOT / "COURSE.md"
@@ -31,17 +34,8 @@ REQUIRED_TERMS = (
     "feature extraction", "frozen backbone", "fine-tuning", "linear probe", "papermill", "run folder",
     "result.json", "manifest",
 )  # fmt: skip
-# The syllabus follows the course order, which differs from the file numbers.
-COURSE_ORDER = (
-    "01_data_merge",
-    "02_custom_cnn",
-    "03_transfer_learning",
-    "04_comparison",
-    "06_shortcuts",
-    "07_setups",
-    "05_report",
-    "08_predict",
-)
+# The syllabus follows the course order, which is the file order.
+COURSE_ORDER = tuple(entry.stem for entry in registry.NOTEBOOKS)  # the registry lists them in course order
 MIN_REFERENCES = 8
 
 LINK = re.compile(r"\]\(([^)\s]+)\)")
@@ -229,3 +223,34 @@ def test_the_checker_reports_each_planted_problem(tmp_path):
     assert broken_links(PLANTED, tmp_path) == ["link 'notebooks/99_gone.ipynb' does not resolve"]
     assert notebook_order(PLANTED) != list(COURSE_ORDER)
     assert glossary_problems("# no glossary here\n") == ["no glossary table"]
+
+
+# --------------------------------------------------------------------------- the notebooks themselves
+
+
+def test_file_order_is_course_order():
+    files = sorted(path.stem for path in (ROOT / "notebooks").glob("*.ipynb"))
+    assert files == list(COURSE_ORDER)
+    assert [int(stem[:2]) for stem in COURSE_ORDER] == list(range(1, len(COURSE_ORDER) + 1))
+
+
+def notebook_link_problems(path: Path) -> list[str]:
+    """Links in a notebook's Markdown cells that do not resolve (web links and anchors aside)."""
+    import json
+
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    text = "\n".join("".join(cell["source"]) for cell in cells if cell["cell_type"] == "markdown")
+    return [
+        f"{path.name}: {target}"
+        for target in LINK.findall(text)
+        if not target.startswith(("http://", "https://", "#", "mailto:"))
+        and not (path.parent / target.split("#")[0]).exists()
+    ]
+
+
+def test_every_link_between_notebooks_resolves(tmp_path):
+    problems = [p for path in sorted((ROOT / "notebooks").glob("*.ipynb")) for p in notebook_link_problems(path)]
+    assert problems == []
+    planted = tmp_path / "nb.ipynb"
+    planted.write_text('{"cells": [{"cell_type": "markdown", "source": ["next: [06](06_setup.ipynb)"]}]}')
+    assert notebook_link_problems(planted) == ["nb.ipynb: 06_setup.ipynb"]

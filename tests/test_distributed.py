@@ -138,7 +138,7 @@ def test_a_worker_without_the_data_root_fails_the_run_naming_it(tmp_path, monkey
     missing = tmp_path / "no-data-here"
     monkeypatch.setenv(config.DATA_ROOT_ENV, str(missing))  # the workers inherit it
     out = tmp_path / "out"
-    stage = registry.Stage("data merge", registry.DATA_MERGE, "params/data/smoke.yaml")
+    stage = pipeline.Stage("data merge", registry.DATA_MERGE, "params/data/smoke.yaml")
     with distributed.DaskExecutor(workers=1) as executor:
         ok = pipeline.run_pipeline([stage], profile="smoke", out=out, export_to=None, executor=executor)
     printed = capsys.readouterr().out

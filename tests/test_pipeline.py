@@ -45,7 +45,7 @@ def test_training_stages_write_only_under_out_and_record_what_the_collector_read
     }
     training_stages = [
         replace(s, params_glob=narrower.get(s.name, s.params_glob))
-        for s in registry.STAGES
+        for s in pipeline.STAGES
         if s.notebook.kind in ("data", "custom", "transfer")
     ]
     assert [s.name for s in training_stages][-2:] == ["final fit: custom", "final fit: transfer"]
@@ -72,3 +72,31 @@ def test_training_stages_write_only_under_out_and_record_what_the_collector_read
     assert len(table) == len(custom) + len(transfer) and table["val_auc"].between(0, 1).all()
     printed = capfd.readouterr()
     assert "without encryption" not in printed.out + printed.err
+
+
+@pytest.mark.slow
+@pytest.mark.mirror
+def test_the_course_profile_runs_its_rules_at_smoke_size(tmp_path, mirror_root, clean_env):
+    clean_env.setenv("CXR_OFFLINE", "1")
+    out = tmp_path / "course"
+    small_merge = tmp_path / "data" / "default.yaml"  # the default merge's name, at the smoke merge's size
+    small_merge.parent.mkdir()
+    small_merge.write_text((config.PROJECT_ROOT / "params" / "data" / "smoke.yaml").read_text())
+    stages = [
+        replace(s, params_glob=None, params_from=lambda kind, profile, out: [small_merge])
+        if s.name == "data merge"
+        else s
+        for s in pipeline.STAGES
+        if s.name in ("data merge", "custom CNN grid", "final fit: custom")
+    ]
+    assert pipeline.run_pipeline(stages, profile="course", out=out, export_to=None)
+
+    custom = collect.completed_runs(registry.CUSTOM_CNN, out)
+    screening = sorted((r for r in custom if r["role"] == "screening"), key=lambda r: r["run"])
+    assert [r["run"] for r in screening] == config.profile_only("course", registry.CUSTOM_CNN.stem)
+    assert {(r["effective"]["image_size"], r["effective"]["epochs"]) for r in screening} == {(64, 5)}
+    finals = sorted(r["run"] for r in custom if r["role"] == "final")
+    chosen = collect.choose_on_val(collect.runs_table(profile="course", out=out, role="screening"), "custom")
+    assert finals == [f"final_{chosen.run}_seed1", f"final_{chosen.run}_seed2"]  # the course profile's two seeds
+    final = next(r for r in custom if r["run"] == finals[0])
+    assert final["effective"]["epochs"] == 15 and final["effective"]["max_train_images"] is None

@@ -1,7 +1,7 @@
 """The report as a reader sees it: numbered figures and tables with captions and alt text, the
 scale of every result stated above it, numbers printed so that they read right.
 
-Used by the report notebook (05): each :meth:`Document.figure` / :meth:`Document.table` call
+Used by the report notebook (07): each :meth:`Document.figure` / :meth:`Document.table` call
 displays one numbered, captioned element; the export turns the notebook into HTML and PDF.
 """
 

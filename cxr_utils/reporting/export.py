@@ -88,7 +88,7 @@ def export_html(
 
 
 def export_run(run_name: str, dest: str | Path, out: str | Path | None = None, pdf: bool = True) -> Path:
-    """Export a completed 05_report run to ``dest``: report.html (and report.pdf), with the
+    """Export a completed 07_report run to ``dest``: report.html (and report.pdf), with the
     figures and tables of every run the report reads (data merge, comparison, shortcuts,
     set-ups)."""
     folder = registry.REPORT.run_folder(run_name, out)

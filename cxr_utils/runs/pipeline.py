@@ -1,20 +1,66 @@
-"""The main job (``make report``): every stage of :data:`cxr_utils.registry.STAGES` in order,
-then the report export, with each stage's wall time printed."""
+"""The main job (``make report``): every stage of :data:`STAGES` in order, then the report
+export, with each stage's wall time printed."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from .. import config, registry
-from . import runner, storage
+from . import final_fit, runner, storage
 
 PROVISIONED = ("xception",)  # weights the main job provisions offline before its stages
 
 
+@dataclass(frozen=True)
+class Stage:
+    """One step of the main job: a notebook and the params files it runs.
+
+    The params files match ``params_glob`` (in the project), or are written by ``params_from``
+    (called with the notebook's kind, the profile and the output root) from what earlier stages
+    found. A profile may keep only some of them (``notebooks: {<stem>: {only: [...]}}``).
+    ``always`` stages read every run before them, so they are redone on each main job.
+    """
+
+    name: str
+    notebook: registry.Notebook
+    params_glob: str | tuple[str, ...] | None = None
+    always: bool = False
+    params_from: Callable[[str, str, Path], list[Path]] | None = None
+
+    def params_files(self, profile: str, out: Path) -> list[Path]:
+        """The stage's params files at this profile (an error names the stage when none is left)."""
+        if self.params_from:
+            return self.params_from(self.notebook.kind, profile, out)
+        globs = (self.params_glob,) if isinstance(self.params_glob, str) else self.params_glob
+        files = sorted(path for pattern in globs for path in config.PROJECT_ROOT.glob(pattern))
+        only = config.profile_only(profile, self.notebook.stem)
+        if only is not None:
+            files = [path for path in files if path.stem in only]
+        if not files:
+            kept = f" kept by profile {profile} ({', '.join(only)})" if only is not None else ""
+            raise config.ConfigError(f"stage '{self.name}': no params files{kept} match {self.params_glob}")
+        return files
+
+
+# The main job (`make report`), in order.
+STAGES = (
+    Stage("data merge", registry.DATA_MERGE, ("params/data/default.yaml", "params/data/seed_rules.yaml")),
+    Stage("custom CNN grid", registry.CUSTOM_CNN, "params/custom/run*.yaml"),
+    Stage("transfer learning", registry.TRANSFER, "params/transfer/*.yaml"),
+    Stage("final fit: custom", registry.CUSTOM_CNN, params_from=final_fit.write_params),
+    Stage("final fit: transfer", registry.TRANSFER, params_from=final_fit.write_params),
+    Stage("comparison", registry.COMPARISON, "params/report/comparison.yaml", always=True),
+    Stage("shortcuts", registry.SHORTCUTS, "params/report/shortcuts.yaml", always=True),
+    Stage("set-ups", registry.SETUPS, "params/report/setups.yaml", always=True),
+    Stage("report", registry.REPORT, "params/report/report.yaml", always=True),
+)
+
+
 def run_pipeline(
-    stages: Sequence[registry.Stage] = registry.STAGES,
+    stages: Sequence[Stage] = STAGES,
     *,
     profile: str = "default",
     out: str | Path | None = None,
@@ -32,6 +78,7 @@ def run_pipeline(
     Returns False if any run failed (the report is then not exported).
     """
     base = Path(out).resolve() if out else config.output_root()
+    note_renamed_folders(base)
     for backbone in provision:
         provision_weights(backbone, base)
     timings, ok = [], True
@@ -67,6 +114,20 @@ def run_pipeline(
         print(f"  {name:<20} {seconds / 60:6.2f} min")
     print(f"  {'total':<20} {sum(s for _, s in timings) / 60:6.2f} min")
     return ok
+
+
+def note_renamed_folders(base: Path) -> None:
+    """Say what happens to run folders of a build from before the notebooks took their course-order
+    numbers: their stages read every run before them and are redone on each main job anyway, so
+    they are rerun under the new names; the old folders are left as they are."""
+    for old, entry in registry.RENAMED.items():
+        if (base / old).is_dir():
+            print(
+                f"note: {base / old} is from a build before the notebooks were numbered in course order "
+                f"({old} is now {entry.stem}); that stage reruns into {base / entry.stem} as every main job does "
+                "(the old folder is left untouched; delete it when you no longer need it)",
+                flush=True,
+            )
 
 
 def provision_weights(backbone: str, base: Path) -> None:

@@ -67,19 +67,32 @@ def plan_runs(
     return planned
 
 
+def parameter_check(stem: str) -> Callable[[dict[str, Any]], list[str]] | None:
+    """The function rejecting a notebook's impossible parameter values before a run (ConfigError;
+    it returns warnings), or None for notebooks that declare none."""
+    from ..data import manifest
+    from ..modeling import backbones, models
+
+    return {
+        registry.DATA_MERGE.stem: manifest.check_merge_params,
+        registry.CUSTOM_CNN.stem: models.check_custom_cnn_params,
+        registry.TRANSFER.stem: backbones.check_transfer_params,
+    }.get(stem)
+
+
 def _values_check(notebook: str, spec: dict[str, config.Parameter], profile: str):
-    """A function checking one params file's effective values (a no-op for notebooks outside
-    the pipeline, which declare no check)."""
-    try:
-        entry = registry.notebook(notebook)
-    except config.ConfigError:
+    """A function checking one params file's effective values (a no-op for notebooks with no
+    parameter check)."""
+    stem = Path(notebook).stem
+    values_check = parameter_check(stem)
+    if values_check is None:
         return lambda params, where: None
     defaults = {name: p.default for name, p in spec.items()}
 
     def check(params: dict[str, Any], where: str) -> None:
-        effective, _ = config.apply_profile({**defaults, **params, "profile": profile}, profile, entry.stem)
+        effective, _ = config.apply_profile({**defaults, **params, "profile": profile}, profile, stem)
         try:
-            entry.check_params(effective)
+            values_check(effective)
         except config.ConfigError as err:
             raise config.ConfigError(f"{where} (profile {profile}): {err}") from None
 
