@@ -7,6 +7,8 @@
 #   make lint     ruff (lint + format check) over the package, tests, benchmarks and notebooks;
 #                 lint-imports (the package's layers, pyproject.toml)
 #   make student  write student/: the notebooks without their solutions (for teaching)
+#   make book     the course website (Jupyter Book) from the latest build's executed notebooks
+#                 (OUT=outputs/course for the course build); lands in OUT/book/_build/html
 PYTHON ?= python3.11
 PROFILE ?= default
 WORKERS ?=
@@ -14,12 +16,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: report course test lint format env lab student browser clean-outputs
+.PHONY: report course book test lint format env lab student browser clean-outputs
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,book]'
 	$(PY) -m ipykernel install --sys-prefix --name cxr-covid --display-name "Python (cxr-covid)" --env TF_CPP_MIN_LOG_LEVEL 2
 	@touch $(STAMP)
 
@@ -32,6 +34,12 @@ COURSE_OUT := outputs/course
 
 course: $(STAMP) browser
 	$(PY) -m cxr_utils pipeline --profile course --out $(COURSE_OUT)$(if $(WORKERS), --executor dask --workers $(WORKERS))
+
+# the course website from the executed notebooks of the build in OUT (default outputs/): OUT/book/_build/html
+OUT ?=
+
+book: $(STAMP)
+	$(PY) -m cxr_utils book$(if $(OUT), --out-root $(OUT))
 
 test: lint browser
 	CXR_OFFLINE=1 $(VENV)/bin/pytest --nbval tests notebooks

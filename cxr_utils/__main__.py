@@ -1,4 +1,4 @@
-"""Command line: ``python -m cxr_utils run | pipeline | predict | report export | weights provision |
+"""Command line: ``python -m cxr_utils run | pipeline | predict | book | report export | weights provision |
 data download | course student``."""
 
 from __future__ import annotations
@@ -73,6 +73,10 @@ def _parser() -> argparse.ArgumentParser:
     course_sub = course.add_subparsers(dest="course_command", required=True)
     student = course_sub.add_parser("student", help="write the student edition (solutions removed)")
     student.add_argument("--dest", default=str(config.PROJECT_ROOT / "student"), help="folder (default: student/)")
+
+    book = sub.add_parser("book", help="build the course website (Jupyter Book) from a build's executed notebooks")
+    book.add_argument("--out-root", default=None, help="the build's output root (default: CXR_OUTPUT_DIR or outputs/)")
+    book.add_argument("--dest", default=None, help="where the sources and the site go (default: <out-root>/book)")
 
     rep = sub.add_parser("report", help="report commands")
     rep_sub = rep.add_subparsers(dest="report_command", required=True)
@@ -151,6 +155,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "predict":
             return _predict(args)
+        if args.command == "book":
+            from . import book as course_book
+
+            return course_book.main(args.out_root, args.dest)
         if args.command == "report":
             from .reporting.export import export_run
 

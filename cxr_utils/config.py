@@ -263,8 +263,15 @@ def load_profile(name: str) -> dict[str, Any]:
     every notebook; ``notebooks: {<stem>: {scale/caps/set/final_set/only}}`` for one notebook only
     (``only``: the main job runs just these of the notebook's params files); and
     ``final_fit`` (``seeds``, ``fine_tune``, ``set``) for the final fits of the chosen configurations
-    (a notebook's ``final_set`` adds to and overrides ``final_fit.set`` for its final fits)."""
-    empty = {"rules": {section: {} for section in PROFILE_SECTIONS}, "notebooks": {}, "final_fit": dict(FINAL_FIT)}
+    (a notebook's ``final_set`` adds to and overrides ``final_fit.set`` for its final fits); and
+    ``screening_seeds`` (``top``, ``seeds``): how many leading screening configurations are run
+    again, and with how many seeds in all, before one is chosen."""
+    empty = {
+        "rules": {section: {} for section in PROFILE_SECTIONS},
+        "notebooks": {},
+        "final_fit": dict(FINAL_FIT),
+        "screening_seeds": dict(SCREENING_SEEDS),
+    }
     if name in ("none", ""):
         return empty
     path = PROFILES_DIR / f"{name}.yaml"
@@ -273,7 +280,7 @@ def load_profile(name: str) -> dict[str, Any]:
     data = yaml.safe_load(path.read_text()) or {}
     if non_finite(data):
         raise ConfigError(f"profile {path}: " + "; ".join(non_finite(data)))
-    unknown = set(data) - {"description", "notebooks", "final_fit", *PROFILE_SECTIONS}
+    unknown = set(data) - {"description", "notebooks", "final_fit", "screening_seeds", *PROFILE_SECTIONS}
     if unknown:
         raise ConfigError(f"profile {path}: unknown sections {sorted(unknown)}")
     notebooks = data.get("notebooks") or {}
@@ -287,6 +294,13 @@ def load_profile(name: str) -> dict[str, Any]:
     final_fit = {**FINAL_FIT, **(data.get("final_fit") or {})}
     if set(final_fit) - set(FINAL_FIT):
         raise ConfigError(f"profile {path}: final_fit has unknown keys {sorted(set(final_fit) - set(FINAL_FIT))}")
+    screening_seeds = {**SCREENING_SEEDS, **(data.get("screening_seeds") or {})}
+    if set(screening_seeds) - set(SCREENING_SEEDS):
+        unknown_keys = sorted(set(screening_seeds) - set(SCREENING_SEEDS))
+        raise ConfigError(f"profile {path}: screening_seeds has unknown keys {unknown_keys}")
+    for key, value in screening_seeds.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"profile {path}: screening_seeds.{key} = {value!r} must be a whole number >= 1")
     return {
         "rules": {section: data.get(section) or {} for section in PROFILE_SECTIONS},
         "notebooks": {
@@ -297,18 +311,27 @@ def load_profile(name: str) -> dict[str, Any]:
             for stem, rules in notebooks.items()
         },
         "final_fit": final_fit,
+        "screening_seeds": screening_seeds,
     }
 
 
 # A profile's final fits: how many seeds, whether fine-tuned configurations are refitted, and the
 # values every final-fit run gets (applied after all other rules).
 FINAL_FIT = {"seeds": 3, "fine_tune": True, "set": {}}
+# Successive halving on the screening runs: the ``top`` eligible configurations of a kind (ties
+# included) are run again until each has ``seeds`` seeds; the choice is then on the mean.
+SCREENING_SEEDS = {"top": 4, "seeds": 3}
 
 
 def profile_only(profile: str, notebook: str) -> list[str] | None:
     """The runs (params file names) a profile keeps of a notebook's stage (``notebooks: {<stem>:
     {only: [...]}}``), or None when it keeps them all."""
     return load_profile(profile)["notebooks"].get(Path(notebook).stem, {}).get("only")
+
+
+def screening_seed_settings(profile: str) -> dict[str, int]:
+    """The ``screening_seeds`` section of a profile (defaults: the top 4, 3 seeds each)."""
+    return load_profile(profile)["screening_seeds"]
 
 
 def final_fit_settings(profile: str) -> dict[str, Any]:

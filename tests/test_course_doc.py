@@ -254,3 +254,15 @@ def test_every_link_between_notebooks_resolves(tmp_path):
     planted = tmp_path / "nb.ipynb"
     planted.write_text('{"cells": [{"cell_type": "markdown", "source": ["next: [06](06_setup.ipynb)"]}]}')
     assert notebook_link_problems(planted) == ["nb.ipynb: 06_setup.ipynb"]
+
+
+def test_old_run_folders_of_renamed_notebooks_are_named_by_the_main_job(tmp_path, capsys):
+    from cxr_utils.runs import pipeline
+
+    assert set(registry.RENAMED) & {entry.stem for entry in registry.NOTEBOOKS} == set()
+    (tmp_path / "06_shortcuts" / "shortcuts").mkdir(parents=True)
+    (tmp_path / "05_shortcuts").mkdir()  # today's folder: no note for it
+    pipeline.note_renamed_folders(tmp_path)
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert len(printed) == 1 and "06_shortcuts is now 05_shortcuts" in printed[0]
+    assert "reruns into" in printed[0] and str(tmp_path / "05_shortcuts") in printed[0]

@@ -34,7 +34,8 @@ output_dir: Optional[str] = None  # run folder
 profile: str = "smoke"  # profile
 value: int = 1  # a number to double
 pause: float = 0.0  # seconds to wait before recording
-ballast_kb: int = 0  # write a file of this size into the run folder"""
+ballast_kb: int = 0  # write a file of this size into the run folder
+tail_kb: int = 0  # print this much after marking the run complete"""
 
 BODY = """import os, signal, time
 from pathlib import Path
@@ -42,7 +43,7 @@ from cxr_utils import results
 folder = Path(output_dir)
 with open(folder.parent.parent / "writers.log", "a") as log:  # who wrote which run
     log.write(f"{run_name} {os.getppid()}\\n")
-names = ("run_name", "output_dir", "profile", "value", "pause", "ballast_kb")
+names = ("run_name", "output_dir", "profile", "value", "pause", "ballast_kb", "tail_kb")
 params = {name: globals()[name] for name in names}
 run = results.start_run("probe", "test", params, params, {}, folder)
 control = Path(os.environ.get("CXR_TEST_CONTROL", "/nonexistent"))
@@ -64,7 +65,8 @@ if (control / f"{run_name}.die").exists():  # killed while writing result.json: 
 time.sleep(pause)
 (folder / "ballast.bin").write_bytes(b"x" * 1024 * ballast_kb)
 run.record(metrics={"double": value * 2})
-run.complete()"""
+run.complete()
+print("x" * 1024 * tail_kb)"""
 
 KILL_WHILE_SETTING_ASIDE = """import os, shutil, signal, sys
 from cxr_utils.__main__ import main
@@ -91,13 +93,16 @@ def control(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return folder
 
 
-def start_batch(probe: Path, files: list[Path], out: Path, *extra: str, launcher: Path | None = None):
-    """The command line's ``run`` in a process of its own (its stdout and stderr merged)."""
+def start_batch(
+    probe: Path, files: list[Path], out: Path, *extra: str, launcher: Path | None = None, log: Path | None = None
+):
+    """The command line's ``run`` in a process of its own (its stdout and stderr merged, into
+    ``log`` when given, else a pipe)."""
     entry = [str(launcher)] if launcher else ["-m", "cxr_utils"]
     return subprocess.Popen(
         [sys.executable, *entry, "run", str(probe), *map(str, files), "--profile", "smoke", "--out", str(out), *extra],
         cwd=PROJECT,
-        stdout=subprocess.PIPE,
+        stdout=log.open("w") if log else subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
@@ -145,7 +150,8 @@ def test_a_batch_killed_during_a_run_is_resumed_redoing_only_that_run(probe, con
     assert results.read_result(out / "probe" / "a")["provenance"]["started"] == a_started  # a was not redone
     assert status(out, "b.previous") == "running"  # the killed attempt, kept aside, never a result
     assert writers(out) == {"a": 1, "b": 2, "c": 1}
-    assert not psutil.pid_exists(kernel_pid) or psutil.Process(kernel_pid).status() == psutil.STATUS_ZOMBIE
+    with contextlib.suppress(psutil.NoSuchProcess):  # the orphaned kernel is gone (or ended, not yet reaped)
+        assert psutil.Process(kernel_pid).status() == psutil.STATUS_ZOMBIE
     assert not claim.holder_path(out / "probe" / "b").exists()  # released cleanly this time
 
 
@@ -190,12 +196,22 @@ def test_a_batch_killed_while_moving_a_folder_aside_is_resumed(probe, tmp_path):
 # --------------------------------------------------------------------------- two batches
 
 
-def test_two_batches_on_one_output_root_run_each_run_once(probe, tmp_path):
+def test_two_batches_on_one_output_root_run_each_run_once(probe, control, tmp_path):
     out = tmp_path / "out"
-    files = [params_file(tmp_path, name, "pause: 2.0\n") for name in ("a", "b")]
-    first, second = start_batch(probe, files, out), start_batch(probe, files, out)
-    texts = [batch.communicate(timeout=180)[0] for batch in (first, second)]
-    assert [first.returncode, second.returncode] == [0, 0], texts
+    files = [params_file(tmp_path, name, "pause: 1.0\n") for name in ("a", "b")]
+    (control / "a.hang").touch()  # whoever runs a first holds it until the other batch is seen waiting
+    logs = [tmp_path / "first.log", tmp_path / "second.log"]
+    batches = [start_batch(probe, files, out, log=log) for log in logs]
+    deadline = time.monotonic() + 120
+    while not any("is writing it; waiting until it finishes" in log.read_text() for log in logs):
+        assert time.monotonic() < deadline and all(b.poll() is None for b in batches), [log.read_text() for log in logs]
+        time.sleep(0.2)
+    wait_for(control / "a.hanging")
+    (control / "a.hanging").unlink()
+    for batch in batches:
+        batch.wait(timeout=180)
+    texts = [log.read_text() for log in logs]
+    assert [b.returncode for b in batches] == [0, 0], texts
     assert writers(out) == {"a": 1, "b": 1}  # no run written by two processes, none done twice
     assert not list((out / "probe").glob("*.previous"))  # no live folder was moved aside
     assert [status(out, r) for r in ("a", "b")] == ["complete", "complete"]
@@ -268,6 +284,19 @@ def test_a_full_disk_in_a_kernel_or_at_the_record_stops_the_batch_with_one_line(
         assert status(out, "a") in ("failed", "running") and not (out / "probe" / "b").exists()  # the batch stopped
 
 
+def test_a_run_whose_notebook_cannot_be_saved_after_it_said_complete_is_not_counted(probe, tmp_path, capsys):
+    path = params_file(tmp_path, "a", "tail_kb: 400\n")  # printed after run.complete(): papermill's last save fails
+    with small_disk(tmp_path / "disk", "256k") as out:
+        command = ["run", str(probe), str(path), "--profile", "smoke", "--out", str(out)]
+        assert cli.main(command) == 1
+        assert "error: the disk holding" in capsys.readouterr().err
+        folder = out / "probe" / "a"
+        assert status(out, "a") is None and results.read_result(folder) is None
+        assert '"status": "complete"' in (folder / runner.INCOMPLETE_RESULT).read_text()  # set aside, not counted
+        subprocess.run(["mount", "-o", "remount,size=8m", str(out)], check=True)
+        assert cli.main(command) == 0 and status(out, "a") == "complete"  # the rerun redoes it
+
+
 def test_the_cache_and_the_record_are_never_half_written_on_a_full_disk(tmp_path):
     source = tmp_path / "image.png"
     from conftest import pattern, save
@@ -306,7 +335,14 @@ def test_storage_errors_are_recognised_from_a_kernels_text_and_explained(tmp_pat
     text = "OSError: [Errno 28] No space left on device: '/out/02_custom_cnn/run01/history.csv' (cell 7)"
     assert storage.storage_errno(text) == (errno.ENOSPC, "/out/02_custom_cnn/run01/history.csv")
     assert storage.storage_errno("PermissionError: [Errno 13] Permission denied: '/data/cohen'")[0] == errno.EACCES
-    assert storage.storage_errno("ValueError: [Errno 28] in a message that is no error number") is not None
+    assert storage.storage_errno("ValueError: [Errno 28] in a message that is no OSError") is None
+    h5py = "OSError: [Errno 28] Can't write data (file write failed: time = x, errno = 28, error message = 'x')"
+    assert storage.storage_errno(h5py)[0] == errno.ENOSPC
+    assert storage.storage_errno("OSError: Unable to synchronously create file (No space left on device)") == (
+        errno.ENOSPC,
+        None,
+    )
+    assert storage.storage_errno("OSError: [Errno 2] No such file; then [Errno 30] Read-only file system")[0] == 30
     assert storage.storage_errno("FileNotFoundError: [Errno 2] No such file or directory: 'x'") is None
     assert storage.storage_errno(ValueError("bad")) is None
     message = storage.explain(errno.EACCES, "/data/cohen", "run x was not counted", tmp_path)

@@ -87,13 +87,19 @@ def test_the_course_profile_runs_its_rules_at_smoke_size(tmp_path, mirror_root, 
         if s.name == "data merge"
         else s
         for s in pipeline.STAGES
-        if s.name in ("data merge", "custom CNN grid", "final fit: custom")
+        if s.name in ("data merge", "custom CNN grid", "custom CNN seeds", "final fit: custom")
     ]
     assert pipeline.run_pipeline(stages, profile="course", out=out, export_to=None)
 
     custom = collect.completed_runs(registry.CUSTOM_CNN, out)
-    screening = sorted((r for r in custom if r["role"] == "screening"), key=lambda r: r["run"])
+    screening = sorted(
+        (r for r in custom if r["role"] == "screening" and not r.get("screened_as")), key=lambda r: r["run"]
+    )
     assert [r["run"] for r in screening] == config.profile_only("course", registry.CUSTOM_CNN.stem)
+    table = collect.runs_table(profile="course", out=out, role="screening")
+    leaders = collect.leaders(table[table["run"] == table["configuration"]], "custom", 3)
+    extra = sorted(r["run"] for r in custom if r["role"] == "screening" and r.get("screened_as"))
+    assert extra == sorted(f"{name}_seed2" for name in leaders)  # successive halving: the course profile's second seed
     assert {(r["effective"]["image_size"], r["effective"]["epochs"]) for r in screening} == {(64, 5)}
     finals = sorted(r["run"] for r in custom if r["role"] == "final")
     chosen = collect.choose_on_val(collect.runs_table(profile="course", out=out, role="screening"), "custom")

@@ -16,13 +16,14 @@ from .document import spread_text
 
 # fmt: off
 TABLE_COLUMNS = [
-    "kind", "run", "role", "seed", "screened_as", "study_run", "model", "weights", "profile", "precision", "size",
-    "epochs", "epochs_run", "stopped_by", "execution_minutes", "minutes_per_epoch", "accuracy", "val_accuracy",
+    "kind", "run", "configuration", "role", "seed", "screened_as", "study_run", "model", "weights", "profile",
+    "precision", "size", "epochs", "epochs_run", "stopped_by", "execution_minutes", "minutes_per_epoch", "accuracy",
+    "val_accuracy",
     "auc", "val_auc", "loss", "val_loss", "last_accuracy", "last_val_accuracy", "last_auc", "last_val_auc",
     "last_loss", "last_val_loss", "epoch0_val_auc", "epoch0_train_auc", "kept_train_auc", "val_auc_gain",
     "learned", "did_not_learn", "filter", "batch_size", "activation_output", "optimizer", "learning_rate",
     "fine_tune_layers", "best_epoch", "params_total", "params_trainable", "degenerate", "commit", "n_train", "n_val",
-    "patience",
+    "patience", "still_improving",
 ]
 # fmt: on
 
@@ -162,10 +163,14 @@ def _row(kind: str, result: dict) -> dict:
     row["degenerate"] = bool(row["degenerate"])
     row["commit"] = (row["commit"] or "")[:12]
     row["role"] = row["role"] or "screening"
+    # a screening run's extra seeds (successive halving) belong to the configuration they repeat
+    row["configuration"] = row["screened_as"] if row["role"] == "screening" and row["screened_as"] else row["run"]
     if kind == "transfer" and (row["fine_tune_layers"] or 0) > 0:  # epochs run, minutes, metrics: the last phase's
         row["epochs"] = lookup(result, "effective.fine_tune_epochs")
     if row["val_auc"] is not None and row["epoch0_val_auc"] is not None:
         row["val_auc_gain"] = row["val_auc"] - row["epoch0_val_auc"]
+    # stopped by its epoch cap with its best epoch the last one: it had not finished learning
+    row["still_improving"] = row["stopped_by"] == "epoch cap" and row["best_epoch"] == row["epochs_run"]
     return row
 
 
@@ -194,14 +199,106 @@ def ineligible(row, fine_tune: bool = True) -> str | None:
     return None
 
 
+def configurations(table: pd.DataFrame, kind: str, fine_tune: bool = True) -> pd.DataFrame:
+    """One row per screening configuration of ``kind``: its seeds' val AUCs (mean, min, max,
+    count) and whether it may be chosen (decided on its first seed's run, see :func:`ineligible`)."""
+    screening = table[(table["kind"] == kind) & (table["role"] == "screening") & table["val_auc"].notna()]
+    rows = []
+    for name, part in screening.groupby("configuration", sort=True):
+        first = part[part["run"] == name]
+        reason = ineligible(next(first.itertuples()), fine_tune) if len(first) else "its first seed's run is missing"
+        values = part["val_auc"].astype(float)
+        rows.append(
+            {
+                "kind": kind,
+                "configuration": name,
+                "seeds": len(part),
+                "first_seed_val_auc": float(first["val_auc"].iloc[0]) if len(first) else float("nan"),
+                "mean_val_auc": values.mean(),
+                "min_val_auc": values.min(),
+                "max_val_auc": values.max(),
+                "eligible": reason or "eligible",
+            }
+        )
+    columns = ["kind", "configuration", "seeds", "first_seed_val_auc", "mean_val_auc", "min_val_auc", "max_val_auc"]
+    return pd.DataFrame(rows, columns=[*columns, "eligible"])
+
+
+def leaders(table: pd.DataFrame, kind: str, top: int, fine_tune: bool = True) -> list[str]:
+    """The eligible configurations of ``kind`` whose first-seed val AUC is among the ``top`` best
+    (ties at the cut included): the ones successive halving runs again with more seeds."""
+    found = configurations(table, kind, fine_tune)
+    found = found[found["eligible"] == "eligible"].sort_values(
+        ["first_seed_val_auc", "configuration"], ascending=[False, True]
+    )
+    if found.empty:
+        return []
+    cut = found["first_seed_val_auc"].iloc[min(top, len(found)) - 1]
+    return list(found[found["first_seed_val_auc"] >= cut]["configuration"])
+
+
 def choose_on_val(table: pd.DataFrame, kind: str, fine_tune: bool = True) -> RunKey | None:
-    """The screening run of ``kind`` with the highest val AUC among the eligible ones (see
-    :func:`ineligible`); on ties the first run name."""
-    candidates = table[(table["kind"] == kind) & (table["role"] == "screening") & table["val_auc"].notna()]
-    candidates = candidates[[ineligible(row, fine_tune) is None for row in candidates.itertuples()]]
-    if candidates.empty:
+    """The screening configuration of ``kind`` chosen on val (None when none is eligible).
+
+    The rule (successive halving): among the eligible configurations, those run with the most
+    seeds compete (after a one-seed pass, the leaders were run again); the highest mean val AUC
+    over their seeds wins; ties go to the higher lowest seed, then to the first run name. With one
+    seed each, this is the highest val AUC."""
+    found = configurations(table, kind, fine_tune)
+    found = found[found["eligible"] == "eligible"]
+    if found.empty:
         return None
-    return RunKey(kind, str(candidates.sort_values(["val_auc", "run"], ascending=[False, True]).iloc[0]["run"]))
+    finalists = found[found["seeds"] == found["seeds"].max()]
+    ranked = finalists.sort_values(["mean_val_auc", "min_val_auc", "configuration"], ascending=[False, False, True])
+    return RunKey(kind, str(ranked.iloc[0]["configuration"]))
+
+
+def seed_table(table: pd.DataFrame, kind: str) -> pd.DataFrame:
+    """One row per screening run of ``kind`` and seed: its configuration, seed and val AUC, beside
+    the configuration's mean over its seeds."""
+    screening = table[(table["kind"] == kind) & (table["role"] == "screening") & table["val_auc"].notna()]
+    rows = screening[["kind", "configuration", "run", "seed", "val_auc"]].copy()
+    rows["mean_val_auc"] = rows.groupby("configuration")["val_auc"].transform("mean")
+    return rows.sort_values(["mean_val_auc", "configuration", "seed"], ascending=[False, True, True]).reset_index(
+        drop=True
+    )
+
+
+CLEAR_SHARE = 0.9  # a choice is clear when it would be made from at least this share of one-seed draws
+
+
+def choice_stability(table: pd.DataFrame, kind: str, fine_tune: bool = True) -> pd.DataFrame:
+    """For the configurations that compete (see :func:`choose_on_val`): how often each would have
+    been chosen had only one of its seeds been run, over every draw of one seed per configuration
+    (a tie shares the draw). ``chosen`` marks the mean-based choice; ``verdict`` says whether that
+    choice is clear (it wins at least :data:`CLEAR_SHARE` of the draws) or within noise."""
+    import itertools
+
+    chosen = choose_on_val(table, kind, fine_tune)
+    found = configurations(table, kind, fine_tune)
+    found = found[found["eligible"] == "eligible"]
+    if chosen is None:
+        return pd.DataFrame(
+            columns=["kind", "configuration", "seeds", "mean_val_auc", "share_chosen", "chosen", "verdict"]
+        )
+    finalists = found[found["seeds"] == found["seeds"].max()].reset_index(drop=True)
+    seeds = table[(table["kind"] == kind) & (table["role"] == "screening") & table["val_auc"].notna()]
+    values = [
+        list(seeds[seeds["configuration"] == name]["val_auc"].astype(float)) for name in finalists["configuration"]
+    ]
+    wins = [0.0] * len(values)
+    draws = list(itertools.product(*values))
+    for draw in draws:
+        best = max(draw)
+        winners = [k for k, value in enumerate(draw) if value == best]
+        for k in winners:
+            wins[k] += 1 / len(winners)
+    finalists["share_chosen"] = [w / len(draws) for w in wins]
+    finalists["chosen"] = finalists["configuration"] == chosen.run
+    share = float(finalists.loc[finalists["chosen"], "share_chosen"].iloc[0])
+    verdict = "clear" if share >= CLEAR_SHARE else "within noise"
+    finalists["verdict"] = verdict
+    return finalists[["kind", "configuration", "seeds", "mean_val_auc", "share_chosen", "chosen", "verdict"]]
 
 
 def history_file(result_folder: str | Path) -> Path:
@@ -230,7 +327,7 @@ LAST_VS_KEPT = [
     "last_val_loss", "val_loss",
 ]  # fmt: skip
 FINAL_VIEW = [
-    "kind", "screened_as", "run", "seed", "size", "epochs", "epochs_run", "stopped_by", "best_epoch",
+    "kind", "screened_as", "run", "seed", "size", "epochs", "epochs_run", "stopped_by", "best_epoch", "still_improving",
     "epoch0_val_auc", "val_auc", "val_auc_gain", "epoch0_train_auc", "kept_train_auc", "execution_minutes",
 ]  # fmt: skip
 

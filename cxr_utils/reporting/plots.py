@@ -154,7 +154,10 @@ def confusion_matrix(counts, title: str, path: str | Path | None = None) -> plt.
 def val_auc_by_run(table: pd.DataFrame, study_auc: dict | None = None, path: str | Path | None = None) -> plt.Figure:
     """Val AUC of every custom screening run beside its epoch-0 (untrained) val AUC; degenerate
     runs hatched, runs that did not learn in grey; the study's value as a black mark."""
-    runs = table[(table["kind"] == "custom") & (table["role"] == "screening")].sort_values("run")
+    runs = table[(table["kind"] == "custom") & (table["role"] == "screening")]
+    if "configuration" in runs:  # each configuration's first seed (the one-seed pass of the grid)
+        runs = runs[runs["run"] == runs["configuration"]]
+    runs = runs.sort_values("run")
     _require(runs, "the table of custom runs")
     fig, ax = plt.subplots(figsize=(9.5, 3.6))
     xs = np.arange(len(runs))
@@ -174,6 +177,32 @@ def val_auc_by_run(table: pd.DataFrame, study_auc: dict | None = None, path: str
         ylim=(0, 1), ylabel="val AUC", title="Custom CNN grid: val AUC before and after training (hatched: degenerate)"
     )
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def seed_points(seeds: pd.DataFrame, stability: pd.DataFrame, title: str, path: str | Path | None = None) -> plt.Figure:
+    """Val AUC of each screening seed (points) and each configuration's mean (bar), the configurations
+    that competed labelled with the share of one-seed draws in which each would have been chosen."""
+    _require(seeds, "the per-seed table")
+    order = list(dict.fromkeys(seeds["configuration"]))
+    means = seeds.groupby("configuration")["val_auc"].mean().reindex(order)
+    share = dict(zip(stability["configuration"], stability["share_chosen"]))
+    chosen = set(stability.loc[stability["chosen"].astype(bool), "configuration"])
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.7 * len(order) + 2), 3.6))
+    xs = np.arange(len(order))
+    ax.bar(xs, means, 0.6, color=["#2e86c1" if c in chosen else "#aed6f1" for c in order], label="mean over seeds")
+    for x, name in zip(xs, order):
+        values = seeds.loc[seeds["configuration"] == name, "val_auc"]
+        ax.scatter(np.full(len(values), x), values, color="black", s=14, zorder=3)
+    labels = [f"{c}\n{share[c]:.0%}" if c in share else c for c in order]
+    ax.set_xticks(xs, labels, fontsize=8)
+    low = max(0.0, float(seeds["val_auc"].min()) - 0.1)
+    ax.set(ylim=(low, 1), ylabel="val AUC", title=title)
+    ax.scatter([], [], color="black", s=14, label="one seed")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.text(0, -0.28, "under each name: share of one-seed draws that would have chosen it", transform=ax.transAxes,
+            fontsize=7)  # fmt: skip
     fig.tight_layout()
     return _save(fig, path)
 

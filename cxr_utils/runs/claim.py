@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import socket
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -73,8 +74,9 @@ class Claim:
         self._write()
 
     def kernel_started(self, pid: int) -> None:
-        """Record the notebook kernel working for this holder (so a takeover can stop an orphan)."""
-        with contextlib.suppress(psutil.Error):
+        """Record the notebook kernel working for this holder (so a takeover can stop an orphan);
+        bookkeeping only: a failure here never stops the run."""
+        with contextlib.suppress(psutil.Error, OSError):
             self.holder["kernel"] = {"pid": pid, "created": psutil.Process(pid).create_time()}
             self._write()
 
@@ -125,13 +127,30 @@ def stop_orphan(folder: Path, stale: dict[str, Any], say: Callable[[str], None])
     kernel = stale.get("kernel") or {}
     if stale.get("host") != socket.gethostname() or not kernel.get("pid"):
         return
-    with contextlib.suppress(psutil.NoSuchProcess):  # gone already
+    try:
         process = psutil.Process(int(kernel["pid"]))
         if abs(process.create_time() - float(kernel.get("created", 0))) > 0.01:
             return  # the pid now belongs to another process
+        if stopped(process, ORPHAN_GRACE_SECONDS):
+            return
+        say(f"{folder}: stopping the orphaned kernel (pid {process.pid}) of that holder")
+        process.kill()
+        if not stopped(process, ORPHAN_GRACE_SECONDS):
+            say(f"{folder}: the orphaned kernel (pid {process.pid}) did not stop; it may still write there")
+    except psutil.NoSuchProcess:
+        return  # gone already
+    except psutil.AccessDenied:
+        say(f"{folder}: not allowed to stop the orphaned kernel (pid {kernel['pid']}); it may still write there")
+
+
+def stopped(process: psutil.Process, seconds: float) -> bool:
+    """Whether ``process`` ends within ``seconds`` (a zombie, ended but not reaped, counts as ended)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
         try:
-            process.wait(timeout=ORPHAN_GRACE_SECONDS)
-        except psutil.TimeoutExpired:
-            say(f"{folder}: stopping the orphaned kernel (pid {process.pid}) of that holder")
-            process.kill()
-            process.wait(timeout=ORPHAN_GRACE_SECONDS)
+            if process.status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.1)
+    return False

@@ -40,7 +40,7 @@ from distributed import Client, Future, LocalCluster, Security, get_worker, wait
 from tqdm import tqdm
 
 from .. import config, registry, results
-from . import runner, storage
+from . import claim, runner, storage
 
 LOOPBACK = "127.0.0.1"
 TOPIC = "cxr-run-started"  # the event a task sends when its run starts on a worker
@@ -234,18 +234,23 @@ def run_job(job: Job) -> runner.Outcome:
         return runner.Outcome(job.name, job.folder, "failed", detail=f"{where}: {problem}")
     notebook = config.PROJECT_ROOT / job.notebook  # an absolute path stays as it is
     what = f"run {notebook.stem}/{job.name} was not counted"
-    with runner.claimed(job.folder, what, job.wait) as held, runner.output_root_for_kernels(job.base):
-        if held is None:
-            return runner.Outcome(job.name, job.folder, "not run", detail="another batch is writing it (--no-wait)")
-        defaults = runner.notebook_defaults(notebook)
-        prefix = f"{notebook.stem}/{job.name}"
-        skipped = runner.skip_or_set_aside(job.folder, job.name, job.params, prefix, job.profile, job.force, defaults)
-        if skipped:
-            return skipped
-        worker.log_event(TOPIC, {"batch": job.batch, "run": job.name, "worker": worker.address})
-        return runner.execute_one(
-            notebook, job.name, job.params, job.folder, job.profile, job.kernel, held.kernel_started
-        )
+    try:
+        with runner.claimed(job.folder, what, job.wait) as held, runner.output_root_for_kernels(job.base):
+            if held is None:
+                return runner.Outcome(job.name, job.folder, "not run", detail=runner.HELD)
+            defaults = runner.notebook_defaults(notebook)
+            prefix = f"{notebook.stem}/{job.name}"
+            skipped = runner.skip_or_set_aside(
+                job.folder, job.name, job.params, prefix, job.profile, job.force, defaults
+            )
+            if skipped:
+                return skipped
+            worker.log_event(TOPIC, {"batch": job.batch, "run": job.name, "worker": worker.address})
+            return runner.execute_one(
+                notebook, job.name, job.params, job.folder, job.profile, job.kernel, held.kernel_started
+            )
+    except storage.StorageError as err:  # an outcome, not a raise: Dask would retry it on another worker
+        return runner.Outcome(job.name, job.folder, "failed", detail=str(err), storage=True)
 
 
 def missing_here(job: Job) -> str:
@@ -310,14 +315,25 @@ def outcome_of(future: Future, job: Job) -> runner.Outcome:
     ``result.json`` says so, written here when the worker could not."""
     try:
         outcome = future.result()
-    except storage.StorageError:  # the output disk refuses writes: the batch stops, as a sequential one does
-        raise
     except Exception as err:  # e.g. KilledWorker: the run fails, the batch goes on
         outcome = runner.Outcome(job.name, job.folder, "failed", detail=runner.describe_error(err))
-    if outcome.status == "failed" and (results.read_result(job.folder) or {}).get("status") != "failed":
+    if outcome.storage:  # the output disk refuses writes: the batch stops, as a sequential one does
+        raise storage.StorageError(outcome.detail)
+    if outcome.status == "failed":
+        record_lost_failure(job, outcome)
+    return outcome
+
+
+def record_lost_failure(job: Job, outcome: runner.Outcome) -> None:
+    """Record a failure its worker could not record (it died, or failed before holding the folder),
+    holding the folder: never over a complete result (e.g. a worker that lacked the data root
+    must not spoil the earlier result it never set aside), nor over one already saying failed."""
+    with claim.claim(job.folder, wait=False, say=lambda line: None) as held:
+        status = (results.read_result(job.folder) or {}).get("status")
+        if held is None or status in ("complete", "failed"):
+            return
         what = f"run {Path(job.notebook).stem}/{job.name} was not counted"
         runner.record_failure(job.folder, Path(job.notebook), job.name, outcome.detail, what)
-    return outcome
 
 
 def say(line: str) -> None:

@@ -9,6 +9,7 @@ screening runs, are the ones scored on test and external.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import yaml
@@ -37,23 +38,34 @@ def write_params(kind: str, profile: str, out: str | Path | None = None) -> list
     key = chosen_configuration(kind, profile, out)
     if key is None:
         print(f"final fit: no eligible {kind} configuration at profile {profile}; nothing to refit", flush=True)
-        return []
+        return replace_params_files((Path(out).resolve() if out else config.output_root()) / PARAMS_FOLDER / kind, {})
     result = collect.find_run(key, out)
     own = {k: v for k, v in result["requested"].items() if k not in config.RUNNER_PARAMETERS}
-    folder = (Path(out).resolve() if out else config.output_root()) / PARAMS_FOLDER / kind
-    folder.mkdir(parents=True, exist_ok=True)
-    for stale in folder.glob("*.yaml"):
-        stale.unlink()
-    files = []
+    texts = {}
     for k in range(config.final_fit_settings(profile)["seeds"]):
         params = {**own, "role": "final", "screened_as": key.run, "seed": own["seed"] + k}
-        path = folder / f"{run_name(key.run, k + 1)}.yaml"
-        path.write_text(
-            f"# Final fit {k + 1} of {key} (chosen on val at profile {profile})\n"
-            + yaml.safe_dump(params, sort_keys=False)
+        texts[run_name(key.run, k + 1)] = f"# Final fit {k + 1} of {key} (chosen on val at profile {profile})\n" + (
+            yaml.safe_dump(params, sort_keys=False)
         )
-        files.append(path)
+    files = replace_params_files((Path(out).resolve() if out else config.output_root()) / PARAMS_FOLDER / kind, texts)
     print(f"final fit: {key} chosen on val; {len(files)} seeds", flush=True)
+    return files
+
+
+def replace_params_files(folder: Path, texts: dict[str, str]) -> list[Path]:
+    """Make ``folder`` hold exactly the params files ``<name>.yaml`` with these texts. Each is
+    written to a temporary file and renamed, and only files no longer wanted are removed, so a
+    second main job on the same output root, writing the same files, never sees one missing."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files = []
+    for name, text in texts.items():
+        path = folder / f"{name}.yaml"
+        tmp = folder / f".{name}.{os.getpid()}.tmp"
+        tmp.write_text(text)
+        tmp.replace(path)
+        files.append(path)
+    for stale in set(folder.glob("*.yaml")) - set(files):
+        stale.unlink(missing_ok=True)
     return files
 
 

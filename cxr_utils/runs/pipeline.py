@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import config, registry
-from . import final_fit, runner, storage
+from . import final_fit, halving, runner, storage
 
 PROVISIONED = ("xception",)  # weights the main job provisions offline before its stages
 
@@ -50,6 +50,8 @@ STAGES = (
     Stage("data merge", registry.DATA_MERGE, ("params/data/default.yaml", "params/data/seed_rules.yaml")),
     Stage("custom CNN grid", registry.CUSTOM_CNN, "params/custom/run*.yaml"),
     Stage("transfer learning", registry.TRANSFER, "params/transfer/*.yaml"),
+    Stage("custom CNN seeds", registry.CUSTOM_CNN, params_from=halving.write_params),
+    Stage("transfer seeds", registry.TRANSFER, params_from=halving.write_params),
     Stage("final fit: custom", registry.CUSTOM_CNN, params_from=final_fit.write_params),
     Stage("final fit: transfer", registry.TRANSFER, params_from=final_fit.write_params),
     Stage("comparison", registry.COMPARISON, "params/report/comparison.yaml", always=True),
@@ -75,7 +77,8 @@ def run_pipeline(
     With ``executor``, the runs of each stage go to Dask workers in parallel; stages stay in order.
     A run folder another process holds is waited for (``wait``) or skipped.
 
-    Returns False if any run failed (the report is then not exported).
+    Returns False if any run failed or was skipped as held by another batch (the report is then
+    not exported: it would lack those runs).
     """
     base = Path(out).resolve() if out else config.output_root()
     note_renamed_folders(base)
@@ -99,6 +102,9 @@ def run_pipeline(
         if any(o.status == "failed" for o in outcomes):
             ok = False
             print(f"stage '{stage.name}' had failed runs; later stages may lack inputs", flush=True)
+        if any(o.detail == runner.HELD for o in outcomes):
+            ok = False
+            print(f"stage '{stage.name}' skipped runs another batch is writing (--no-wait); no report", flush=True)
     report_runs = [
         Path(s.params_glob).stem for s in stages if s.notebook is registry.REPORT and isinstance(s.params_glob, str)
     ]

@@ -27,6 +27,7 @@ from .. import config, registry, results
 from . import claim, storage
 
 EXECUTED_NOTEBOOK = "notebook.ipynb"
+HELD = "another batch is writing it (--no-wait)"  # the detail of a run skipped because its folder was held
 
 
 @dataclass
@@ -38,6 +39,7 @@ class Outcome:
     status: str  # complete | done before | not run | failed
     seconds: float = 0.0
     detail: str = ""
+    storage: bool = False  # failed because the disk refused a write: the batch stops
 
 
 def plan_runs(
@@ -174,6 +176,7 @@ def execute_one(
         problem = storage.storage_errno(err)
         if problem:
             message = storage.explain(*problem, what, folder)
+            withdraw_result(folder)  # papermill's last write of the notebook failed after the run said complete
             record_failure(folder, notebook, name, message, what)
             raise storage.StorageError(message) from None
         error = describe_error(err)
@@ -193,6 +196,16 @@ def execute_one(
         return Outcome(name, folder, "not run", seconds, status.split(": ", 1)[-1])
     record_failure(folder, notebook, name, error, what)
     return Outcome(name, folder, "failed", seconds, error)
+
+
+INCOMPLETE_RESULT = "result.incomplete.json"
+
+
+def withdraw_result(folder: Path) -> None:
+    """Rename a ``result.json`` that says complete (a rename needs no free space) when the run's
+    outputs could not all be written after it, so that such a run is never counted complete."""
+    if results.is_complete(folder):
+        (folder / results.RESULT_FILE).replace(folder / INCOMPLETE_RESULT)
 
 
 def record_failure(folder: Path, notebook: Path, name: str, detail: str, what: str) -> None:
@@ -311,7 +324,7 @@ def _run_or_skip(
     prefix = f"{counter} {nb_path.stem}/{name}"
     with claimed(folder, f"run {nb_path.stem}/{name} was not counted", wait) as held:
         if held is None:
-            return Outcome(name, folder, "not run", detail="another batch is writing it (--no-wait)")
+            return Outcome(name, folder, "not run", detail=HELD)
         skipped = skip_or_set_aside(folder, name, params, prefix, profile, force, notebook_defaults(nb_path))
         if skipped:
             return skipped

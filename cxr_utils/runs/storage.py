@@ -8,6 +8,7 @@ matters, and what to do. The command line prints it without a traceback.
 from __future__ import annotations
 
 import errno
+import os
 import re
 import shutil
 from pathlib import Path
@@ -16,8 +17,13 @@ FULL = (errno.ENOSPC, errno.EDQUOT)
 READ_ONLY = (errno.EROFS,)
 FORBIDDEN = (errno.EACCES, errno.EPERM)
 STORAGE_ERRNOS = (*FULL, *READ_ONLY, *FORBIDDEN)
-# how an OSError reads once it has crossed from a kernel: "[Errno 28] No space left on device: '/x/y'"
-_ERRNO_TEXT = re.compile(r"\[Errno (\d+)\][^:']*(?::\s*'([^']*)')?")
+# the exceptions a file system's refusal arrives as, named as a kernel reports them
+OS_ERROR_NAMES = ("OSError", "IOError", "PermissionError", "FileExistsError")
+# how an errno reads once it has crossed from a kernel: "[Errno 28] No space left on device: '/x/y'",
+# or inside h5py's messages "errno = 28"; with the system's words where no number is given
+_ERRNO_TEXT = re.compile(r"\[Errno (\d+)\]|errno = (\d+)")
+_PATH_TEXT = re.compile(r"\[Errno \d+\][^:']*:\s*'([^']*)'")
+_STRERROR = {os.strerror(code): code for code in STORAGE_ERRNOS}
 
 
 class StorageError(RuntimeError):
@@ -26,14 +32,23 @@ class StorageError(RuntimeError):
 
 def storage_errno(err: BaseException | str) -> tuple[int, str | None] | None:
     """(errno, path) of a storage error: an ``OSError`` raised here, or one that a notebook's
-    kernel raised (known by its text); None for any other error."""
-    if isinstance(err, OSError) and err.errno in STORAGE_ERRNOS:
-        return err.errno, err.filename
-    text = err if isinstance(err, str) else f"{getattr(err, 'ename', '')}: {getattr(err, 'evalue', '')} {err}"
-    match = _ERRNO_TEXT.search(text)
-    if match and int(match.group(1)) in STORAGE_ERRNOS:
-        return int(match.group(1)), match.group(2)
-    return None
+    kernel raised, known by its name and message (``"OSError: [Errno 28] …"``, as papermill and
+    :func:`cxr_utils.runs.runner.describe_error` report it); None for any other error."""
+    if isinstance(err, OSError):
+        return (err.errno, err.filename) if err.errno in STORAGE_ERRNOS else None
+    if isinstance(err, str):
+        ename, _, evalue = err.partition(": ")
+    else:
+        ename, evalue = str(getattr(err, "ename", "") or ""), str(getattr(err, "evalue", "") or "")
+    if ename.rsplit(".", 1)[-1] not in OS_ERROR_NAMES:
+        return None
+    codes = [int(a or b) for a, b in _ERRNO_TEXT.findall(evalue)]
+    codes += [code for words, code in _STRERROR.items() if words in evalue]
+    code = next((c for c in codes if c in STORAGE_ERRNOS), None)
+    if code is None:
+        return None
+    path = _PATH_TEXT.search(evalue)
+    return code, path.group(1) if path else None
 
 
 def free_megabytes(path: str | Path) -> float | None:
