@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from cxr_utils.analysis import evaluation, heldout
-from cxr_utils.reporting import plots
+from cxr_utils.reporting import collect, plots
 
 DPI = 120  # plots._save
 
@@ -63,6 +63,10 @@ def test_manifest_figures(mirror_build, mirror_root, tmp_path):
 
 
 def test_training_figures(history, tmp_path):
+    from test_halving import planted_grid
+
+    grid = planted_grid(np.random.default_rng(0))
+    seeds, stability = collect.seed_table(grid, "custom"), collect.choice_stability(grid, "custom")
     table = pd.DataFrame(
         {
             "kind": ["custom", "custom", "custom"],
@@ -79,6 +83,11 @@ def test_training_figures(history, tmp_path):
         "grid": lambda p: plots.val_auc_by_run(table, {"run01": 0.9}, path=p),
         "gap": lambda p: plots.overfitting_panel({"a": history, "b": history.assign(accuracy=0.9)}, path=p),
         "phases": lambda p: plots.phased_curves(history, history, "head then fine-tuning", (2, 1), path=p),
+        "finals": lambda p: plots.final_fit_curves(
+            {"custom run01": [("final_run01_seed1", history, 2, 10), ("final_run01_seed2", history, 1, len(history))]},
+            path=p,
+        ),
+        "seeds": lambda p: plots.seed_points(seeds, stability, "custom: screening val AUC per seed", path=p),
     }.items():
         check_png(draw(tmp_path / f"{name}.png"), tmp_path / f"{name}.png")
 
@@ -117,6 +126,8 @@ def test_evaluation_figures(scores, tmp_path):
         lambda: plots.calibration_curves({}, "test"),
         lambda: plots.per_source(pd.DataFrame(columns=["model", "source", "auc", "low", "high"]), "test"),
         lambda: plots.phased_curves(pd.DataFrame(), pd.DataFrame(), "empty", (1, 1)),
+        lambda: plots.final_fit_curves({}),
+        lambda: plots.seed_points(pd.DataFrame(), pd.DataFrame(), "empty"),
     ],
 )
 def test_an_empty_input_is_a_clear_error(draw):

@@ -146,6 +146,24 @@ def training_curves(
     return _save(fig, path)
 
 
+def final_fit_curves(fits: Mapping[str, list[tuple[str, pd.DataFrame, int, int]]], path: str | Path | None = None):
+    """Val AUC by epoch of every final fit, one panel per chosen configuration and one line per
+    seed: ``fits`` maps a configuration to (run, history, kept epoch, epoch cap) per seed. The
+    kept epochs are dots; a line that reaches the cap with its best epoch last is still rising."""
+    _require(fits, "the final fits")
+    fig, axes = plt.subplots(1, len(fits), figsize=(5.2 * len(fits), 3.4), squeeze=False)
+    for ax, (configuration, seeds) in zip(axes[0], fits.items()):
+        for run, history, kept, cap in seeds:
+            line = ax.plot(history["epoch"], history["val_auc"], lw=1.2, label=run)[0]
+            ax.plot([kept], [history.loc[history["epoch"] == kept, "val_auc"].iloc[0]], "o", color=line.get_color())
+            if len(history) >= cap and kept == int(history["epoch"].iloc[-1]):
+                ax.annotate("still rising at the cap", (kept, history["val_auc"].iloc[-1]), fontsize=7, ha="right")
+        ax.set(title=f"final fits of {configuration}", xlabel="epoch", ylabel="val AUC")
+        ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def confusion_matrix(counts, title: str, path: str | Path | None = None) -> plt.Figure:
     """A 2x2 confusion matrix (rows: true label, columns: predicted)."""
     return confusion_grid({title: counts}, path)
