@@ -122,3 +122,44 @@ def test_the_choice_is_on_the_mean_not_on_a_lucky_first_seed():
     assert list(stability.index) == ["lucky", "steady"]  # "dropped" was not a leader: it has one seed
     assert stability.loc["lucky", "share_chosen"] == pytest.approx(1 / 3)  # its 0.85 wins every draw it is in
     assert stability.loc["steady", "verdict"] == "within noise"
+
+
+def test_win_shares_equal_the_enumerated_draws_ties_included_without_listing_them():
+    import itertools
+
+    rng = np.random.default_rng(5)
+    for _ in range(100):
+        groups = [np.round(rng.uniform(0.5, 1, rng.integers(1, 4)), 1) for _ in range(rng.integers(2, 5))]
+        wins = np.zeros(len(groups))
+        draws = list(itertools.product(*groups))
+        for draw in draws:
+            best = [k for k, value in enumerate(draw) if value == max(draw)]
+            wins[best] += 1 / len(best)
+        assert np.allclose(collect.win_shares(groups), wins / len(draws))
+    many = [np.linspace(0.7, 0.8, 5) + k * 1e-3 for k in range(14)]  # 5**14 draws: never listed
+    assert sum(collect.win_shares(many)) == pytest.approx(1.0)
+
+
+def test_a_leader_whose_extra_seed_failed_still_competes_on_the_seeds_it_has():
+    rows = [("a", 1, 0.90), ("a_seed2", 2, 0.90), ("b", 1, 0.80), ("b_seed2", 2, 0.80), ("b_seed3", 3, 0.80)]
+    table = pd.DataFrame(
+        [
+            {"kind": "custom", "run": run, "configuration": run.split("_seed")[0], "role": "screening", "seed": seed,
+             "val_auc": value, "degenerate": False, "learned": True, "did_not_learn": None, "fine_tune_layers": None}
+            for run, seed, value in rows
+        ]
+    )  # fmt: skip
+    assert collect.choose_on_val(table, "custom").run == "a"  # a_seed3 failed: a competes on two seeds
+
+
+def test_extra_seeds_no_longer_in_the_plan_are_set_aside(tmp_path):
+    for name, auc in (("run02", 0.80), ("run04", 0.84)):
+        fake_run(tmp_path, "02_custom_cnn", name, val_auc=auc, epoch0_val_auc=0.5)
+    stale = fake_run(tmp_path, "02_custom_cnn", "run07_seed2", val_auc=0.99, epoch0_val_auc=0.5)
+    record = results.read_result(stale)
+    results.write_json(stale / results.RESULT_FILE, {**record, "screened_as": "run07"})  # an earlier build's leader
+    files = halving.write_params("custom", "default", tmp_path)
+    assert sorted(p.stem for p in files) == ["run02_seed2", "run02_seed3", "run04_seed2", "run04_seed3"]
+    assert not stale.exists() and (tmp_path / "02_custom_cnn" / "run07_seed2.previous").is_dir()
+    table = collect.runs_table(profile="default", out=tmp_path, role="screening")
+    assert "run07" not in set(table["configuration"])  # it never counts in a mean again

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import pandas as pd
 
 from .. import registry, results
@@ -240,17 +241,25 @@ def leaders(table: pd.DataFrame, kind: str, top: int, fine_tune: bool = True) ->
 def choose_on_val(table: pd.DataFrame, kind: str, fine_tune: bool = True) -> RunKey | None:
     """The screening configuration of ``kind`` chosen on val (None when none is eligible).
 
-    The rule (successive halving): among the eligible configurations, those run with the most
-    seeds compete (after a one-seed pass, the leaders were run again); the highest mean val AUC
-    over their seeds wins; ties go to the higher lowest seed, then to the first run name. With one
-    seed each, this is the highest val AUC."""
-    found = configurations(table, kind, fine_tune)
-    found = found[found["eligible"] == "eligible"]
-    if found.empty:
+    The rule (successive halving): the configurations that compete (see :func:`competing`: the
+    leaders run again with more seeds, else every eligible one) are ranked by their mean val AUC
+    over their seeds; ties go to the higher lowest seed, then to the first run name. With one seed
+    each, this is the highest val AUC."""
+    finalists = competing(table, kind, fine_tune)
+    if finalists.empty:
         return None
-    finalists = found[found["seeds"] == found["seeds"].max()]
     ranked = finalists.sort_values(["mean_val_auc", "min_val_auc", "configuration"], ascending=[False, False, True])
     return RunKey(kind, str(ranked.iloc[0]["configuration"]))
+
+
+def competing(table: pd.DataFrame, kind: str, fine_tune: bool = True) -> pd.DataFrame:
+    """The eligible configurations the choice is among: those run again with more seeds (the
+    leaders), or every eligible one where none was. A leader one of whose extra seeds failed still
+    competes, on the seeds it has."""
+    found = configurations(table, kind, fine_tune)
+    found = found[found["eligible"] == "eligible"]
+    reseeded = found[found["seeds"] > 1]
+    return (reseeded if len(reseeded) else found).reset_index(drop=True)
 
 
 def seed_table(table: pd.DataFrame, kind: str) -> pd.DataFrame:
@@ -264,41 +273,45 @@ def seed_table(table: pd.DataFrame, kind: str) -> pd.DataFrame:
     )
 
 
+STABILITY_COLUMNS = ["kind", "configuration", "seeds", "mean_val_auc", "share_chosen", "chosen", "verdict"]
 CLEAR_SHARE = 0.9  # a choice is clear when it would be made from at least this share of one-seed draws
 
 
 def choice_stability(table: pd.DataFrame, kind: str, fine_tune: bool = True) -> pd.DataFrame:
     """For the configurations that compete (see :func:`choose_on_val`): how often each would have
     been chosen had only one of its seeds been run, over every draw of one seed per configuration
-    (a tie shares the draw). ``chosen`` marks the mean-based choice; ``verdict`` says whether that
-    choice is clear (it wins at least :data:`CLEAR_SHARE` of the draws) or within noise."""
-    import itertools
-
+    (a tie shares the draw; see :func:`win_shares`). ``chosen`` marks the mean-based choice;
+    ``verdict`` says whether that choice is clear (it wins at least :data:`CLEAR_SHARE` of the
+    draws) or within noise."""
     chosen = choose_on_val(table, kind, fine_tune)
-    found = configurations(table, kind, fine_tune)
-    found = found[found["eligible"] == "eligible"]
     if chosen is None:
-        return pd.DataFrame(
-            columns=["kind", "configuration", "seeds", "mean_val_auc", "share_chosen", "chosen", "verdict"]
-        )
-    finalists = found[found["seeds"] == found["seeds"].max()].reset_index(drop=True)
+        return pd.DataFrame(columns=STABILITY_COLUMNS)
+    finalists = competing(table, kind, fine_tune)
     seeds = table[(table["kind"] == kind) & (table["role"] == "screening") & table["val_auc"].notna()]
-    values = [
-        list(seeds[seeds["configuration"] == name]["val_auc"].astype(float)) for name in finalists["configuration"]
-    ]
-    wins = [0.0] * len(values)
-    draws = list(itertools.product(*values))
-    for draw in draws:
-        best = max(draw)
-        winners = [k for k, value in enumerate(draw) if value == best]
-        for k in winners:
-            wins[k] += 1 / len(winners)
-    finalists["share_chosen"] = [w / len(draws) for w in wins]
+    values = [seeds[seeds["configuration"] == c]["val_auc"].to_numpy(dtype=float) for c in finalists["configuration"]]
+    finalists["share_chosen"] = win_shares(values)
     finalists["chosen"] = finalists["configuration"] == chosen.run
     share = float(finalists.loc[finalists["chosen"], "share_chosen"].iloc[0])
-    verdict = "clear" if share >= CLEAR_SHARE else "within noise"
-    finalists["verdict"] = verdict
-    return finalists[["kind", "configuration", "seeds", "mean_val_auc", "share_chosen", "chosen", "verdict"]]
+    finalists["verdict"] = "clear" if share >= CLEAR_SHARE else "within noise"
+    return finalists[STABILITY_COLUMNS]
+
+
+def win_shares(values: list[np.ndarray]) -> list[float]:
+    """For groups of equally likely values, the probability that each group's draw is the highest
+    when one value is drawn from every group (ties share the win), computed exactly without listing
+    the draws: for each value v of a group, the other groups' chances of drawing below v and equal
+    to v, multiplied out as a polynomial in the number of groups tying at v."""
+    shares = []
+    for k, own in enumerate(values):
+        total = 0.0
+        for v in own:
+            ties = np.array([1.0])  # coefficient t: probability that t other groups tie at v, none above
+            for j, other in enumerate(values):
+                if j != k:
+                    ties = np.convolve(ties, [np.mean(other < v), np.mean(other == v)])
+            total += sum(p / (t + 1) for t, p in enumerate(ties)) / len(own)
+        shares.append(float(total))
+    return shares
 
 
 def history_file(result_folder: str | Path) -> Path:
@@ -333,13 +346,13 @@ FINAL_VIEW = [
 
 
 def eligibility(table: pd.DataFrame, fine_tune: bool = True) -> pd.DataFrame:
-    """Each screening run's val AUC and whether it may be chosen (or why not)."""
-    screening = table[table["role"] == "screening"]
-    reasons = [ineligible(row, fine_tune) or "eligible" for row in screening.itertuples()]
-    return (
-        screening[["kind", "run", "val_auc"]]
-        .assign(eligible=reasons)
-        .sort_values(["kind", "val_auc"], ascending=[True, False])
+    """Each screening configuration's val AUC (its first seed's), the number of seeds it ran and
+    their mean, and whether it may be chosen (or why not)."""
+    found = [configurations(table, kind, fine_tune) for kind in ("custom", "transfer")]
+    found = pd.concat([part for part in found if len(part)] or found[:1], ignore_index=True)
+    renamed = found.rename(columns={"configuration": "run", "first_seed_val_auc": "val_auc"})
+    return renamed[["kind", "run", "val_auc", "seeds", "mean_val_auc", "eligible"]].sort_values(
+        ["kind", "mean_val_auc"], ascending=[True, False]
     )
 
 

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import yaml
 
-from .. import config
+from .. import config, registry, results
 from ..reporting import collect
+from . import claim
 from .final_fit import replace_params_files
 
 PARAMS_FOLDER = "screening_seeds"
@@ -39,6 +40,7 @@ def write_params(kind: str, profile: str, out: str | Path | None = None) -> list
     if settings["seeds"] < 2 or len(names) < 2:
         why = "one seed at this profile" if settings["seeds"] < 2 else f"{len(names)} eligible configuration(s)"
         print(f"screening seeds: {kind}: {why}; no extra seeds", flush=True)
+        set_aside_stale_seeds(kind, profile, out, planned=set())
         return replace_params_files(folder, {})
     texts = {}
     for name in names:
@@ -49,6 +51,22 @@ def write_params(kind: str, profile: str, out: str | Path | None = None) -> list
             texts[run_name(name, k)] = f"# Screening seed {k} of {kind} {name} (a leader at profile {profile})\n" + (
                 yaml.safe_dump(params, sort_keys=False)
             )
+    set_aside_stale_seeds(kind, profile, out, planned=set(texts))
     files = replace_params_files(folder, texts)
     print(f"screening seeds: {kind}: {', '.join(names)} lead; {len(files)} extra runs", flush=True)
     return files
+
+
+def set_aside_stale_seeds(kind: str, profile: str, out: str | Path | None, planned: set[str]) -> None:
+    """Move aside the extra-seed runs of this profile that the current plan no longer has (an earlier
+    build's leaders, or more seeds than the profile now asks for), so that they never count in a
+    configuration's mean; a folder another batch holds is left alone."""
+    for folder in collect.run_folders(registry.TRAINING[kind], out):
+        result = results.read_result(folder) or {}
+        extra_seed = result.get("role") == "screening" and result.get("screened_as")
+        if not extra_seed or folder.name in planned or result.get("profile") != profile:
+            continue
+        with claim.claim(folder, wait=False, say=lambda line: None) as held:
+            if held is not None:
+                print(f"screening seeds: {folder.name} is no longer in the plan; set aside", flush=True)
+                results.set_aside(folder)
