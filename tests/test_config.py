@@ -121,7 +121,7 @@ def test_final_fits_take_the_profiles_final_settings_and_their_notebooks_own():
     final = {"role": "final", "epochs": 30, "early_stopping_patience": 2, "max_train_images": 100}
     custom = config.apply_profile(final, "default", "02_custom_cnn")[0]
     transfer = config.apply_profile(final, "default", "03_transfer_learning")[0]
-    assert (custom["epochs"], custom["early_stopping_patience"], custom["max_train_images"]) == (60, 4, None)
+    assert (custom["epochs"], custom["early_stopping_patience"], custom["max_train_images"]) == (60, 10, None)
     assert (transfer["epochs"], transfer["early_stopping_patience"], transfer["max_train_images"]) == (400, 10, None)
     screening = config.apply_profile({**final, "role": "screening"}, "default", "03_transfer_learning")[0]
     assert screening["epochs"] == 8 and screening["early_stopping_patience"] == 2
