@@ -24,8 +24,10 @@ import yaml
 
 from . import config, registry, results
 from .course import SOLUTION_TAG
+from .reporting import collect
+from .runs import runner
 
-EXECUTED = "notebook.ipynb"
+EXECUTED = runner.EXECUTED_NOTEBOOK
 SITE = ("_build", "html")
 PAGES_DIR = "notebooks"
 # the run each notebook's page shows, by notebook; None: the comparison's choice (02, 03)
@@ -70,11 +72,8 @@ def representative_pages(out: Path) -> list[Page]:
     for entry in registry.NOTEBOOKS:
         complete = [
             folder
-            for folder in sorted(entry.runs_root(out).glob("*"))
-            if folder.is_dir()
-            and not folder.name.endswith(".previous")
-            and results.is_complete(folder)
-            and (folder / EXECUTED).is_file()
+            for folder in collect.run_folders(entry, out)
+            if results.is_complete(folder) and (folder / EXECUTED).is_file()
         ]
         preferred = [f for f in complete if f.name in (chosen.get(entry.stem), PREFERRED.get(entry.stem))]
         latest = sorted(complete, key=finished)
@@ -159,7 +158,7 @@ def write_sources(out: Path, src: Path) -> list[Page]:
     shutil.copy(config.PROJECT_ROOT / "README.md", src / "README.md")
     for page in pages:
         nbformat.write(student_page(page, out), str(src / PAGES_DIR / page.notebook.path.name))
-    report = config.PROJECT_ROOT / "report" if out == config.output_root() else out / "report"
+    report = registry.REPORT_DIR if out == config.output_root() else out / "report"  # where the pipeline exports
     (src / "_static").mkdir()
     write_favicon(src / "_static" / FAVICON)
     for name in ("report.html", "report.pdf"):

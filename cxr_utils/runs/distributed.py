@@ -233,7 +233,7 @@ def run_job(job: Job) -> runner.Outcome:
         where = f"worker {worker.address} ({socket.gethostname()})"
         return runner.Outcome(job.name, job.folder, "failed", detail=f"{where}: {problem}")
     notebook = config.PROJECT_ROOT / job.notebook  # an absolute path stays as it is
-    what = f"run {notebook.stem}/{job.name} was not counted"
+    what = runner.not_counted(notebook, job.name)
     try:
         with runner.claimed(job.folder, what, job.wait) as held, runner.output_root_for_kernels(job.base):
             if held is None:
@@ -332,7 +332,7 @@ def record_lost_failure(job: Job, outcome: runner.Outcome) -> None:
         status = (results.read_result(job.folder) or {}).get("status")
         if held is None or status in ("complete", "failed"):
             return
-        what = f"run {Path(job.notebook).stem}/{job.name} was not counted"
+        what = runner.not_counted(job.notebook, job.name)
         runner.record_failure(job.folder, Path(job.notebook), job.name, outcome.detail, what)
 
 

@@ -36,9 +36,10 @@ def write_params(kind: str, profile: str, out: str | Path | None = None) -> list
     the screening run's own params with ``role: final``, ``screened_as`` and the seed (its own
     seed first, then the next ones). Returns the files; none when no configuration is eligible."""
     key = chosen_configuration(kind, profile, out)
+    folder = params_folder(out, PARAMS_FOLDER, kind)
     if key is None:
         print(f"final fit: no eligible {kind} configuration at profile {profile}; nothing to refit", flush=True)
-        return replace_params_files((Path(out).resolve() if out else config.output_root()) / PARAMS_FOLDER / kind, {})
+        return replace_params_files(folder, {})
     result = collect.find_run(key, out)
     own = {k: v for k, v in result["requested"].items() if k not in config.RUNNER_PARAMETERS}
     texts = {}
@@ -47,9 +48,14 @@ def write_params(kind: str, profile: str, out: str | Path | None = None) -> list
         texts[run_name(key.run, k + 1)] = f"# Final fit {k + 1} of {key} (chosen on val at profile {profile})\n" + (
             yaml.safe_dump(params, sort_keys=False)
         )
-    files = replace_params_files((Path(out).resolve() if out else config.output_root()) / PARAMS_FOLDER / kind, texts)
+    files = replace_params_files(folder, texts)
     print(f"final fit: {key} chosen on val; {len(files)} seeds", flush=True)
     return files
+
+
+def params_folder(out: str | Path | None, name: str, kind: str) -> Path:
+    """``<output root>/<name>/<kind>``: where a stage's generated params files live."""
+    return (Path(out).resolve() if out else config.output_root()) / name / kind
 
 
 def replace_params_files(folder: Path, texts: dict[str, str]) -> list[Path]:

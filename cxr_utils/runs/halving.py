@@ -18,7 +18,7 @@ import yaml
 from .. import config, registry, results
 from ..reporting import collect
 from . import claim
-from .final_fit import replace_params_files
+from .final_fit import params_folder, replace_params_files
 
 PARAMS_FOLDER = "screening_seeds"
 
@@ -36,7 +36,7 @@ def write_params(kind: str, profile: str, out: str | Path | None = None) -> list
     table = collect.runs_table(profile=profile, out=out, role="screening")
     refit_fine_tuning = config.final_fit_settings(profile)["fine_tune"]
     names = collect.leaders(table, kind, settings["top"], refit_fine_tuning)
-    folder = (Path(out).resolve() if out else config.output_root()) / PARAMS_FOLDER / kind
+    folder = params_folder(out, PARAMS_FOLDER, kind)
     if settings["seeds"] < 2 or len(names) < 2:
         why = "one seed at this profile" if settings["seeds"] < 2 else f"{len(names)} eligible configuration(s)"
         print(f"screening seeds: {kind}: {why}; no extra seeds", flush=True)

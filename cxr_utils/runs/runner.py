@@ -117,6 +117,11 @@ class Executor(Protocol):
     ) -> list[Outcome]: ...
 
 
+def not_counted(notebook: str | Path, run: str) -> str:
+    """ "run 02_custom_cnn/run03 was not counted": what a storage error meant for one run."""
+    return f"run {Path(notebook).stem}/{run} was not counted"
+
+
 def mark_failed(folder: Path, notebook: str, run: str, detail: str) -> None:
     """Record a run as failed (with the error) in its ``result.json``, whatever it held before."""
     result = results.read_result(folder) or {
@@ -157,7 +162,7 @@ def execute_one(
 
     started = time.monotonic()
     parameters = {**params, "run_name": name, "output_dir": str(folder), "profile": profile}
-    what = f"run {notebook.stem}/{name} was not counted"
+    what = not_counted(notebook, name)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         papermill.execute_notebook(
@@ -322,7 +327,7 @@ def _run_or_skip(
     aside)."""
     folder = base / nb_path.stem / name
     prefix = f"{counter} {nb_path.stem}/{name}"
-    with claimed(folder, f"run {nb_path.stem}/{name} was not counted", wait) as held:
+    with claimed(folder, not_counted(nb_path, name), wait) as held:
         if held is None:
             return Outcome(name, folder, "not run", detail=HELD)
         skipped = skip_or_set_aside(folder, name, params, prefix, profile, force, notebook_defaults(nb_path))
