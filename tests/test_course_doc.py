@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from cxr_utils import registry
+from cxr_utils.reporting.coursedoc import glossary, references, section, sections
 
 ROOT = Path(__file__).resolve().parents[1]
 COURSE = ROOT / "COURSE.md"
@@ -45,39 +46,8 @@ URL = re.compile(r"https?://\S+")
 # --------------------------------------------------------------------------- the checker
 
 
-def sections(text: str) -> dict[str, str]:
-    """The body of every ``## `` section, by its heading (without a leading "1. " number)."""
-    found, heading, lines = {}, None, []
-    for line in text.splitlines():
-        if line.startswith("## "):
-            if heading is not None:
-                found[heading] = "\n".join(lines)
-            heading, lines = re.sub(r"^\d+\.\s*", "", line[3:].strip()), []
-        elif heading is not None:
-            lines.append(line)
-    if heading is not None:
-        found[heading] = "\n".join(lines)
-    return found
-
-
-def section(text: str, name: str) -> str | None:
-    """The body of the first section whose heading starts with ``name`` (None if there is none)."""
-    return next((body for heading, body in sections(text).items() if heading.startswith(name)), None)
-
-
 def normalise(term: str) -> str:
     return re.sub(r"\s+", " ", term.replace("*", "").replace("`", "")).strip().lower()
-
-
-def glossary(text: str) -> list[tuple[str, str]]:
-    """(term, definition) for each row of the glossary table, header and rule skipped."""
-    body = section(text, "Glossary") or ""
-    rows = [line.strip() for line in body.splitlines() if line.strip().startswith("|")]
-    entries = []
-    for row in rows[2:]:
-        cells = [cell.strip() for cell in row.strip("|").split("|")]
-        entries.append((cells[0], " | ".join(cells[1:]).strip()))
-    return entries
 
 
 def glossary_problems(text: str, required: tuple[str, ...] = REQUIRED_TERMS) -> list[str]:
@@ -95,17 +65,6 @@ def glossary_problems(text: str, required: tuple[str, ...] = REQUIRED_TERMS) -> 
             problems.append(f"glossary: '{term}' has an empty definition")
     problems += [f"glossary: required term '{term}' is missing" for term in required if normalise(term) not in seen]
     return problems
-
-
-def references(text: str) -> list[str]:
-    """The numbered entries of the references section, continuation lines joined."""
-    entries: list[str] = []
-    for line in (section(text, "References") or "").splitlines():
-        if re.match(r"^\d+\.\s", line):
-            entries.append(line)
-        elif entries and line.strip() and line.startswith(" "):
-            entries[-1] += " " + line.strip()
-    return entries
 
 
 def reference_problems(text: str, minimum: int = MIN_REFERENCES) -> list[str]:

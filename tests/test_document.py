@@ -117,3 +117,44 @@ def test_a_missing_weights_status_reads_short_and_names_the_backbone():
     assert document.short_reason("failed") == "failed"
     html = document.styled(pd.DataFrame({"val_auc": [0.5]})).to_html()
     assert "val auc" in html and "val_auc" not in html
+
+
+def test_intervals_print_on_one_line_and_other_text_keeps_its_spaces():
+    table = pd.DataFrame({"model": ["custom run02"], "auc": ["0.812 [0.770, 0.851]"]})
+    html = document.styled(table).to_html()
+    assert "0.812\u00a0[0.770,\u00a00.851]" in html or "0.812&nbsp;[0.770,&nbsp;0.851]" in html
+    assert "custom run02" in html
+
+
+def test_run_messages_lose_machine_paths_and_resolver_errors():
+    raw = (
+        "no ImageNet weights for backbone 'vgg16'. Looked for vgg16.h5 in: /work/build/outputs/weights/vgg16.h5; "
+        "/root/.keras/models/vgg16.h5; Keras download (Exception: URL fetch failure on "
+        "https://storage.googleapis.com/keras/vgg16.h5: None -- [Errno -2] Name or service not known)."
+    )
+    plain = document.plain_message(raw)
+    assert "/work/" not in plain and "/root/" not in plain and "Errno" not in plain and "not known" not in plain
+    assert "…/outputs/weights/vgg16.h5" in plain and "…/.keras/models/vgg16.h5" in plain
+    assert "download from https://storage.googleapis.com/keras/vgg16.h5 failed: no network connection" in plain
+    assert document.plain_message("see outputs/weights/ or https://example.org/a/b") == (
+        "see outputs/weights/ or https://example.org/a/b"
+    )
+
+
+def test_a_scale_line_prints_once_per_section_until_it_changes(monkeypatch):
+    import IPython.display
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda obj: shown.append(obj.data))
+    doc = document.Document()
+    for text in ("profile default · 1,500 images", "profile default · 1,500 images", "final fits"):
+        doc.scale(text)
+    doc.section()
+    doc.scale("final fits")
+    assert len(shown) == 3 and sum("1,500 images" in html for html in shown) == 1
+    assert all('class="scale-line"' in html for html in shown)
+
+
+def test_table_text_is_escaped_so_that_angle_brackets_show():
+    html = document.styled(pd.DataFrame({"meaning": ["runs named <run>_seed2"]})).to_html()
+    assert "&lt;run&gt;_seed2" in html and "<run>" not in html

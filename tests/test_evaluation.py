@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from sklearn.metrics import brier_score_loss, precision_score
 
 from cxr_utils.analysis import evaluation
 
@@ -135,3 +136,15 @@ def test_rank_auc_equals_scikit_learns_with_ties_and_is_nan_with_one_class():
     assert evaluation.auc([1, 0, 1], [0.9, 0.1, 0.8]) == 1.0 and evaluation.auc([1, 0], [0.2, 0.7]) == 0.0
     assert np.isnan(evaluation.auc([1, 1, 1], [0.1, 0.2, 0.3]))
     assert evaluation.confusion([1, 1, 0, 0], [0.9, 0.2, 0.6, 0.1], 0.5).tolist() == [[1, 1], [1, 1]]
+
+
+def test_predictive_values_and_brier_match_their_definitions():
+    y = np.array([1, 1, 1, 0, 0, 0, 0, 1])
+    scores = np.array([0.9, 0.8, 0.3, 0.6, 0.2, 0.1, 0.4, 0.7])
+    metrics = evaluation.basic_metrics(y, scores, 0.5)
+    # at 0.5: TP 3 (0.9, 0.8, 0.7), FN 1 (0.3), FP 1 (0.6), TN 3
+    assert metrics["ppv"] == precision_score(y, scores >= 0.5) == 0.75
+    assert metrics["npv"] == precision_score(1 - y, scores < 0.5) == 0.75
+    assert metrics["brier"] == pytest.approx(brier_score_loss(y, scores))
+    nobody_positive = evaluation.basic_metrics(y, scores, 0.95)
+    assert np.isnan(nobody_positive["ppv"]) and nobody_positive["npv"] == 0.5

@@ -18,7 +18,7 @@ from PIL import Image
 from cxr_utils import config
 from cxr_utils.analysis import heldout
 from cxr_utils.modeling import experiment, training
-from cxr_utils.reporting import collect, export, tables
+from cxr_utils.reporting import collect, export, study, tables
 
 
 def fake_fit(val_auc: float, epochs: int = 3) -> training.Training:
@@ -305,3 +305,39 @@ def test_evaluate_chosen_scores_val_test_external_and_records_unreadable_images(
     assert evaluated["metrics"]["test"]["0.5"]["auc"]["n_valid"] > 0
     assert 0.0 <= evaluated["threshold"] <= 1.0
     assert set(evaluated["per_source"]["source"]) == {"cohen", "radiography"}
+
+
+def test_clinical_metrics_table_keeps_the_requested_metrics_in_order():
+    rows = pd.DataFrame(
+        [
+            {"model": "m", "split": "test", "threshold": 0.4, "metric": metric, "value": 0.5, "low": 0.4, "high": 0.6}
+            | {"n": 10}
+            for metric in ("auc", "npv", "ppv", "brier", "sensitivity", "specificity")
+        ]
+    )
+    table = tables.with_intervals(rows, tables.CLINICAL_METRICS)
+    assert list(table.columns[4:]) == ["sensitivity", "specificity", "ppv", "npv", "brier"]
+    assert "auc" not in table
+
+
+def test_the_study_comparison_sets_last_epoch_beside_last_epoch_and_final_fits_beside_the_chosen_run():
+    ours = pd.DataFrame(
+        {
+            "run": ["run02", "run05"],
+            "study_run": [2, 5],
+            "model": ["custom", "custom"],
+            "size": [64, 64],
+            "epochs": [5, 5],
+            "last_val_accuracy": [0.70, 0.75],
+            "last_val_auc": [0.645, 0.777],
+            "val_auc": [0.725, 0.802],
+            "minutes_per_epoch": [0.1, 0.2],
+        }
+    )
+    final = pd.DataFrame({"screened_as": ["run05", "run05", "run05"], "val_auc": [0.90, 0.92, 0.94]})
+    table = study.side_by_side(ours, final).set_index("run")
+    theirs = study.table1().set_index("run")
+    assert table.loc["run02", "val_auc ours (last)"] == 0.645 and table.loc["run02", "val_auc ours (kept)"] == 0.725
+    assert table.loc["run02", "val_auc study (last)"] == theirs.loc[2, "val_auc"]
+    assert table.loc["run05", "val_auc ours (final fits)"] == pytest.approx(0.92)
+    assert np.isnan(table.loc["run02", "val_auc ours (final fits)"])

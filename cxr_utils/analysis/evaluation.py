@@ -15,7 +15,7 @@ from sklearn.metrics import brier_score_loss, precision_recall_curve, roc_curve
 
 from ..modeling.training import auc  # the same rank AUC scores training (epoch 0, the kept epoch)
 
-METRICS = ("accuracy", "auc", "sensitivity", "specificity", "f1")
+METRICS = ("accuracy", "auc", "sensitivity", "specificity", "ppv", "npv", "f1", "brier")
 MIN_PER_CLASS = 10  # below this many images of a class, no AUC is shown ("too few")
 
 
@@ -28,7 +28,9 @@ def confusion(y_true: np.ndarray, scores: np.ndarray, threshold: float = 0.5) ->
 
 
 def basic_metrics(y_true: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
-    """n, accuracy, AUC (NaN with one class), sensitivity, specificity and F1 at ``threshold``."""
+    """n, accuracy, AUC (NaN with one class), sensitivity, specificity, positive and negative
+    predictive value (PPV, NPV: NaN when nothing is called positive or negative) and F1 at
+    ``threshold``, and the Brier score (mean squared error of the scores; no threshold)."""
     (tn, fp), (fn, tp) = confusion(y_true, scores, threshold)
     y_true = np.asarray(y_true).astype(int)
     return {
@@ -37,7 +39,10 @@ def basic_metrics(y_true: np.ndarray, scores: np.ndarray, threshold: float = 0.5
         "auc": auc(y_true, scores),
         "sensitivity": float(tp / (tp + fn)) if tp + fn else float("nan"),
         "specificity": float(tn / (tn + fp)) if tn + fp else float("nan"),
+        "ppv": float(tp / (tp + fp)) if tp + fp else float("nan"),
+        "npv": float(tn / (tn + fn)) if tn + fn else float("nan"),
         "f1": float(2 * tp / (2 * tp + fp + fn)) if tp else 0.0,
+        "brier": float(np.mean((np.asarray(scores, dtype=float) - y_true) ** 2)) if len(y_true) else float("nan"),
     }
 
 

@@ -37,11 +37,24 @@ def number_format(column: pd.Series) -> str | None:
     return "{:.3f}"
 
 
+INTERVAL = re.compile(r"^-?\d[\d.]* \[-?[\d.]+, -?[\d.]+\]$")  # "0.812 [0.770, 0.851]"
+NBSP = "\u00a0"
+
+
+def unbreakable(value: object) -> object:
+    """Text as a table cell shows it: HTML special characters escaped ("<run>" stays visible), and
+    an interval "0.812 [0.770, 0.851]" with non-breaking spaces, so that it prints on one line."""
+    if not isinstance(value, str):
+        return value
+    return value.replace(" ", NBSP) if INTERVAL.match(value) else html.escape(value, quote=False)
+
+
 def styled(table: pd.DataFrame):
-    """A table for the report: no index, each float column in its format, empty cells blank, and
-    column names with spaces instead of underscores (so that headers can wrap between words)."""
+    """A table for the report: no index, each float column in its format, empty cells blank,
+    intervals kept on one line, and column names with spaces instead of underscores (so that
+    headers can wrap between words)."""
     formats = {c: f for c in table.columns if (f := number_format(table[c])) is not None}
-    shown = table.rename(columns=lambda c: str(c).replace("_", " "))
+    shown = table.map(unbreakable).rename(columns=lambda c: str(c).replace("_", " "))
     return shown.style.hide(axis="index").format({k.replace("_", " "): v for k, v in formats.items()}, na_rep="")
 
 
@@ -63,13 +76,35 @@ def shorten(reason: str, limit: int = SHORT_REASON) -> str:
     return reason[:limit].rsplit(" ", 1)[0] + " …"
 
 
+RESOLVER_ERROR = re.compile(
+    r"URL fetch failure on (?P<url>https?://\S+?): .*?(?:\[Errno -?\d+\][^)]*|name resolution[^)]*|not known[^)]*)",
+    re.IGNORECASE,
+)
+ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~])/(?:[\w.+-]+/)+(?P<name>[\w.+-]*)")
+
+
+def plain_message(text: str) -> str:
+    """A run's message as the report prints it: a failed download says so in words (no resolver
+    error text), and an absolute path of the build machine is shortened to its last folder and
+    its last two folders and file name ("…/outputs/weights/x.h5")."""
+    text = " ".join(str(text).split())
+    text = RESOLVER_ERROR.sub(lambda m: f"download from {m.group('url')} failed: no network connection", text)
+    return ABSOLUTE_PATH.sub(lambda m: "…/" + "/".join(m.group(0).rstrip("/").split("/")[-3:]), text)
+
+
 @dataclass
 class Document:
-    """Numbers figures and tables as they are shown."""
+    """Numbers figures and tables as they are shown; prints a scale line only where it changes
+    within a section."""
 
     figures: int = 0
     tables: int = 0
     shown: list[str] = field(default_factory=list)  # the figure files shown, in order
+    last_scale: str | None = None  # the scale line last printed in this section
+
+    def section(self) -> None:
+        """A new section starts: its first result prints its scale line again."""
+        self.last_scale = None
 
     def figure(self, path: str | Path, caption: str, alt: str, scale: str | None = None) -> None:
         """Show a saved figure, embedded, as "Figure N. caption" with alt text, under its scale
@@ -110,11 +145,14 @@ class Document:
             )
         )
 
-    @staticmethod
-    def scale(text: str) -> None:
-        """The line above a result that says what produced it (profile, images, size, epochs, seeds)."""
+    def scale(self, text: str) -> None:
+        """The line above a result that says what produced it (profile, images, size, epochs,
+        seeds); not repeated while it stays the same within a section."""
         from IPython.display import HTML, display
 
+        if text == self.last_scale:
+            return
+        self.last_scale = text
         display(HTML(f'<p class="scale-line">{html.escape(text)}</p>'))
 
 

@@ -24,23 +24,14 @@ def table1_row(run: int) -> dict:
     return {k: (None if pd.isna(v) else v.item() if hasattr(v, "item") else v) for k, v in row.iloc[0].items()}
 
 
-def side_by_side(ours: pd.DataFrame) -> pd.DataFrame:
-    """Our runs that have a study counterpart, next to the study's Table 1 numbers."""
+def side_by_side(ours: pd.DataFrame, final: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Our runs that have a study counterpart, next to the study's Table 1 numbers, each beside
+    its fair counterpart: the study reported the last epoch of one seed, so "last" columns are
+    our last epoch; "kept" is our best-val epoch; "final fits" is the mean val AUC of the final
+    fits (every training image, several seeds) of a configuration that was chosen (``final``:
+    rows of the runs table with ``screened_as``), the counterpart of the study's chosen runs."""
     table = table1().set_index("run")
-    columns = [
-        "run",
-        "study_run",
-        "model",
-        "weights",
-        "size (study / ours)",
-        "epochs (study / ours)",
-        "val_acc study",
-        "val_acc ours",
-        "val_auc study",
-        "val_auc ours",
-        "min/epoch study (GPU)",
-        "min/epoch ours (CPU)",
-    ]
+    finals = final.groupby("screened_as")["val_auc"].mean() if final is not None and len(final) else pd.Series()
     rows = []
     for row in ours[ours["study_run"].notna()].itertuples():
         theirs = table.loc[int(row.study_run)]
@@ -49,15 +40,33 @@ def side_by_side(ours: pd.DataFrame) -> pd.DataFrame:
                 "run": row.run,
                 "study_run": int(row.study_run),
                 "model": row.model,
-                "weights": row.weights,
                 "size (study / ours)": f"{theirs['image_size']} / {row.size}",
                 "epochs (study / ours)": f"{theirs['epochs']} / {row.epochs}",
-                "val_acc study": theirs["val_acc"],
-                "val_acc ours": row.val_accuracy,
-                "val_auc study": theirs["val_auc"],
-                "val_auc ours": row.val_auc,
+                "val_acc study (last)": theirs["val_acc"],
+                "val_acc ours (last)": row.last_val_accuracy,
+                "val_auc study (last)": theirs["val_auc"],
+                "val_auc ours (last)": row.last_val_auc,
+                "val_auc ours (kept)": row.val_auc,
+                "val_auc ours (final fits)": finals.get(row.run, float("nan")),
                 "min/epoch study (GPU)": theirs["minutes_per_epoch"],
                 "min/epoch ours (CPU)": row.minutes_per_epoch,
             }
         )
-    return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+
+
+COMPARISON_COLUMNS = [
+    "run",
+    "study_run",
+    "model",
+    "size (study / ours)",
+    "epochs (study / ours)",
+    "val_acc study (last)",
+    "val_acc ours (last)",
+    "val_auc study (last)",
+    "val_auc ours (last)",
+    "val_auc ours (kept)",
+    "val_auc ours (final fits)",
+    "min/epoch study (GPU)",
+    "min/epoch ours (CPU)",
+]

@@ -23,17 +23,35 @@ def to_markdown(table: pd.DataFrame, path: Path) -> None:
     path.with_suffix(".md").write_text(shown.to_markdown(index=False, disable_numparse=True) + "\n")
 
 
-def with_intervals(heldout: pd.DataFrame) -> pd.DataFrame:
-    """Held-out metrics as "value [low, high]" strings: rows model/split/threshold, columns metric."""
+HEADLINE_METRICS = ("auc", "accuracy", "sensitivity", "specificity", "f1")
+CLINICAL_METRICS = ("sensitivity", "specificity", "ppv", "npv", "brier")
+
+
+def with_intervals(heldout: pd.DataFrame, metrics: tuple[str, ...] = HEADLINE_METRICS) -> pd.DataFrame:
+    """Held-out metrics as "value [low, high]" strings: rows model/split/threshold, columns
+    ``metrics`` (those present, in that order)."""
     cells = heldout.assign(
         text=[interval_text(v, lo, hi) for v, lo, hi in zip(heldout["value"], heldout["low"], heldout["high"])]
     )
     table = cells.pivot_table(
         index=["model", "split", "threshold", "n"], columns="metric", values="text", aggfunc="first"
     )
-    return table[
-        [m for m in ("auc", "accuracy", "sensitivity", "specificity", "f1") if m in table.columns]
-    ].reset_index()
+    return table[[m for m in metrics if m in table.columns]].reset_index()
+
+
+def split_columns(table: pd.DataFrame, keep: list[str], max_columns: int) -> list[pd.DataFrame]:
+    """A table too wide for the printed page as a few narrower ones of at most ``max_columns``
+    columns: each repeats the ``keep`` columns (the row keys) and takes its share of the others,
+    in order, the shares as even as they can be."""
+    missing = [c for c in keep if c not in table.columns]
+    if missing:
+        raise KeyError(f"columns to keep are not in the table: {missing}")
+    if max_columns <= len(keep):
+        raise ValueError(f"max_columns={max_columns} leaves no room beside the {len(keep)} kept columns")
+    rest = [c for c in table.columns if c not in keep]
+    parts = max(1, -(-len(rest) // (max_columns - len(keep))))
+    size = max(1, -(-len(rest) // parts))
+    return [table[keep + rest[k : k + size]] for k in range(0, max(len(rest), 1), size)]
 
 
 def provenance_table(profile: str | None, out: str | Path | None = None) -> pd.DataFrame:
