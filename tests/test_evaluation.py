@@ -148,3 +148,22 @@ def test_predictive_values_and_brier_match_their_definitions():
     assert metrics["brier"] == pytest.approx(brier_score_loss(y, scores))
     nobody_positive = evaluation.basic_metrics(y, scores, 0.95)
     assert np.isnan(nobody_positive["ppv"]) and nobody_positive["npv"] == 0.5
+
+
+def test_a_paired_difference_of_identical_scores_is_exactly_zero_and_an_unpaired_one_is_not():
+    y, groups, rng = cohort()
+    scores = rng.random(len(y)) + 0.3 * y
+    paired = evaluation.paired_auc_difference((y, scores, groups), (y, scores, groups), n_boot=300, seed=1)
+    assert paired["value"] == paired["low"] == paired["high"] == 0.0
+    unpaired = evaluation.bootstrap_auc_difference((y, scores, groups), (y, scores, groups), n_boot=300, seed=1)
+    assert unpaired["low"] < -0.02 and unpaired["high"] > 0.02
+
+
+def test_a_paired_difference_covers_a_planted_gain_and_is_narrower_than_the_unpaired_one():
+    y, groups, rng = cohort()
+    noise = rng.random(len(y))
+    weak, strong = noise + 0.2 * y, noise + 0.6 * y  # same images, the second model separates better
+    paired = evaluation.paired_auc_difference((y, strong, groups), (y, weak, groups), n_boot=500, seed=2)
+    unpaired = evaluation.bootstrap_auc_difference((y, strong, groups), (y, weak, groups), n_boot=500, seed=2)
+    assert 0 < paired["low"] <= paired["value"] <= paired["high"]
+    assert paired["high"] - paired["low"] < unpaired["high"] - unpaired["low"]

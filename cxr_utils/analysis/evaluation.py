@@ -221,6 +221,41 @@ def bootstrap_auc_difference(
     return {"value": float(value), "low": float(low), "high": float(high), "n_valid": int(len(diffs))}
 
 
+def paired_auc_difference(
+    first: tuple[np.ndarray, np.ndarray, np.ndarray],
+    second: tuple[np.ndarray, np.ndarray, np.ndarray],
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> dict[str, float]:
+    """AUC on ``first`` minus AUC on ``second`` (each (y, scores, groups)) with a paired percentile
+    interval: each resample draws groups once from the union of both sets' groups, and each set is
+    scored on its own images of the drawn groups. Where the sets share images (two models on one
+    test split; own vs clean test), both scores move together, so an identical pair gives [0, 0];
+    sets that share no group are resampled independently, as :func:`bootstrap_auc_difference` does."""
+    sets = [
+        (np.asarray(y).astype(int), np.asarray(s, dtype=float), np.asarray(g).astype(str))
+        for y, s, g in (first, second)
+    ]
+    union = np.unique(np.concatenate([g for _, _, g in sets]))
+    rows_of = [{group: np.flatnonzero(g == group) for group in np.unique(g)} for _, _, g in sets]
+    empty = np.array([], dtype=int)
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(n_boot):
+        drawn = union[rng.integers(0, len(union), len(union))]
+        aucs = [
+            auc(y[idx], s[idx]) if len(idx := np.concatenate([rows.get(k, empty) for k in drawn])) else np.nan
+            for (y, s, _), rows in zip(sets, rows_of)
+        ]
+        diffs.append(aucs[0] - aucs[1])
+    diffs = np.array(diffs)
+    diffs = diffs[~np.isnan(diffs)]
+    value = auc(*sets[0][:2]) - auc(*sets[1][:2])
+    low, high = _percentile_interval(diffs, alpha)
+    return {"value": float(value), "low": float(low), "high": float(high), "n_valid": int(len(diffs))}
+
+
 def auc_row(
     y: np.ndarray, scores: np.ndarray, groups: np.ndarray, n_boot: int, seed: int, min_per_class: int = MIN_PER_CLASS
 ) -> dict:
