@@ -158,3 +158,24 @@ def test_a_scale_line_prints_once_per_section_until_it_changes(monkeypatch):
 def test_table_text_is_escaped_so_that_angle_brackets_show():
     html = document.styled(pd.DataFrame({"meaning": ["runs named <run>_seed2"]})).to_html()
     assert "&lt;run&gt;_seed2" in html and "<run>" not in html
+
+
+def test_a_wide_table_prints_in_parts_under_one_number(monkeypatch):
+    import IPython.display
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda obj: shown.append(obj.data))
+    doc = document.Document()
+    wide = pd.DataFrame({"model": ["a"], **{f"m{k}": [0.5] for k in range(6)}})
+    doc.table(wide, "Wide.", note="A note.", keep=["model"], max_columns=4)
+    doc.table(wide, "Narrow enough.", keep=["model"], max_columns=10)
+    assert doc.tables == 2 and len(shown) == 3
+    assert "Table 1 (1/2)." in shown[0] and "Table 1 (2/2)." in shown[1] and "Table 2." in shown[2]
+    assert all(">a<" in part for part in shown[:2]) and "A note." in shown[1] and "A note." not in shown[0]
+
+
+def test_intervals_in_prose_are_joined_by_non_breaking_spaces():
+    text = "own test AUC 0.812 vs clean 0.790 (difference 0.022 [-0.010, 0.051] includes zero; see [8, 9])"
+    joined = document.whole_intervals(text)
+    assert "0.022\u00a0[-0.010,\u00a00.051]" in joined and "own test AUC 0.812 vs" in joined
+    assert "[8, 9]" in joined  # citations are not intervals

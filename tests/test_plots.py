@@ -139,3 +139,24 @@ def test_no_duplicate_pairs_is_drawn_as_such(tmp_path):
     fig = plots.duplicate_pairs(pd.DataFrame(columns=["cross_source", "distance"]), ".", path=tmp_path / "none.png")
     assert "no duplicate pairs found" in [t.get_text() for t in fig.axes[0].texts]
     plt.close(fig)
+
+
+def test_a_label_too_small_to_read_in_print_is_an_error_and_no_file(tmp_path):
+    fig, ax = plt.subplots(figsize=(4, 3))
+    ax.set_title("tiny", fontsize=5)
+    with pytest.raises(ValueError, match=r"tiny.png: 'tiny' would print at 6.2 pt \(at least 7 pt\)"):
+        plots._save(fig, tmp_path / "tiny.png")  # 5 pt shown at 1.25 times (120 dpi at 96 px per inch)
+    assert not (tmp_path / "tiny.png").exists()
+    ax.set_title("small", fontsize=6)
+    plots._save(fig, tmp_path / "small.png")  # 7.5 pt in print
+    assert (tmp_path / "small.png").is_file() and plots.print_scale(fig) == pytest.approx(1.25)
+    plt.close(fig)
+
+
+def test_a_figure_wider_than_the_page_prints_smaller_and_can_fail(tmp_path):
+    fig, ax = plt.subplots(figsize=(14, 3))
+    ax.set_title("wide", fontsize=9)
+    assert 0.5 < plots.print_scale(fig) < 188 / 25.4 / 11  # its tight box (at least 11 in) to 188 mm
+    with pytest.raises(ValueError, match=r"'wide' would print at [45]\.\d pt"):
+        plots._save(fig, tmp_path / "wide.png")
+    plt.close(fig)

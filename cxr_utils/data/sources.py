@@ -36,6 +36,7 @@ RADIOGRAPHY_CLASSES = {  # class folder -> finding
     "Lung_Opacity": "Lung opacity",
     "Viral Pneumonia": "Viral pneumonia",
 }
+METADATA_ENCODINGS = {"figure1": "latin-1", "cohen": "utf-8", "actualmed": "utf-8"}  # sources with a metadata.csv
 FRONTAL_VIEW = re.compile(r"^(AP|PA)\b", re.IGNORECASE)
 UNKNOWN_VIEWS = {"", "?", "unknown"}
 
@@ -56,6 +57,13 @@ def _read_metadata(path: Path, encoding: str = "utf-8") -> pd.DataFrame:
     table = pd.read_csv(path, encoding=encoding, dtype=str, keep_default_na=False)
     table.columns = [c.strip() for c in table.columns]
     return table
+
+
+def read_metadata_file(root: Path, source: str) -> pd.DataFrame:
+    """A source's ``metadata.csv`` as upstream wrote it: every column, as text, row order kept."""
+    if source not in METADATA_ENCODINGS:
+        raise ConfigError(f"source '{source}' has no metadata.csv (sources with one: {', '.join(METADATA_ENCODINGS)})")
+    return _read_metadata(source_dir(root, source) / "metadata.csv", encoding=METADATA_ENCODINGS[source])
 
 
 def _require(table: pd.DataFrame, columns: Iterable[str], path: Path) -> None:
@@ -84,7 +92,7 @@ def read_figure1(root: Path) -> pd.DataFrame:
     """Figure1: ``metadata.csv`` (latin-1) and ``images/<patientid>.<ext>``."""
     folder = source_dir(root, "figure1")
     meta_path = folder / "metadata.csv"
-    table = _read_metadata(meta_path, encoding="latin-1")
+    table = _read_metadata(meta_path, encoding=METADATA_ENCODINGS["figure1"])
     _require(table, ["patientid", "finding", "view", "modality"], meta_path)
     by_stem = {p.stem: p.name for p in sorted((folder / "images").glob("*"))}
     names = table["patientid"].map(lambda pid: by_stem.get(pid.strip(), f"{pid.strip()}.jpg"))

@@ -80,8 +80,9 @@ class Bibliography:
         return found[0]
 
     def cite(self, *keys: str) -> str:
-        """ "[2, 3]": the numbers of the entries named by ``keys``."""
-        return "[" + ", ".join(str(n) for n in sorted({self.number(k) for k in keys})) + "]"
+        """ "[2, 3]": the numbers of the entries named by ``keys`` (joined by non-breaking spaces, so
+        that a citation stays on one line)."""
+        return "[" + ",\u00a0".join(str(n) for n in sorted({self.number(k) for k in keys})) + "]"
 
     def markdown(self) -> str:
         """The numbered list, each link written as a Markdown link."""

@@ -128,22 +128,38 @@ class Document:
             )
         )
 
-    def table(self, table: pd.DataFrame, caption: str, note: str | None = None, scale: str | None = None) -> None:
-        """Show a table as "Table N. caption" (above it, under its scale line), with an optional note below."""
+    def table(
+        self,
+        table: pd.DataFrame,
+        caption: str,
+        note: str | None = None,
+        scale: str | None = None,
+        keep: list[str] | None = None,
+        max_columns: int = 0,
+    ) -> None:
+        """Show a table as "Table N. caption" (above it, under its scale line), with an optional note
+        below. With ``keep`` and ``max_columns``, a table wider than that prints as parts under one
+        number ("Table N (1/2)"), each repeating the ``keep`` columns."""
         from IPython.display import HTML, display
+
+        from .tables import split_columns
 
         if scale:
             self.scale(scale)
         self.tables += 1
-        body = styled(table).to_html() if len(table) else "<p><i>(no rows)</i></p>"
-        foot = f'<p class="table-note">{html.escape(note)}</p>' if note else ""
-        display(
-            HTML(
-                f'<div class="report-table{" wide" if len(table.columns) > WIDE_TABLE else ""}">'
-                f'<p class="table-caption"><b>Table {self.tables}.</b> '
-                f"{html.escape(caption)}</p>{body}{foot}</div>"
+        wide = keep is not None and max_columns and len(table.columns) > max_columns
+        parts = split_columns(table, keep, max_columns) if wide else [table]
+        for k, part in enumerate(parts, start=1):
+            label = f"Table {self.tables}" + (f" ({k}/{len(parts)})" if len(parts) > 1 else "")
+            text = caption if k == 1 else "continued: the same rows, further columns."
+            body = styled(part).to_html() if len(part) else "<p><i>(no rows)</i></p>"
+            foot = f'<p class="table-note">{html.escape(note)}</p>' if note and k == len(parts) else ""
+            display(
+                HTML(
+                    f'<div class="report-table{" wide" if len(part.columns) > WIDE_TABLE else ""}">'
+                    f'<p class="table-caption"><b>{label}.</b> {html.escape(text)}</p>{body}{foot}</div>'
+                )
             )
-        )
 
     def scale(self, text: str) -> None:
         """The line above a result that says what produced it (profile, images, size, epochs,
@@ -212,3 +228,12 @@ def interval_text(value: float, low: float, high: float) -> str:
     if value is None or np.isnan(value):
         return "n/a"
     return f"{value:.3f} [{low:.3f}, {high:.3f}]"
+
+
+PROSE_INTERVAL = re.compile(r"(?:-?\d*\.\d+\s)?\[-?\d*\.\d+,\s-?\d*\.\d+\]")  # "0.812 [0.770, 0.851]", not "[8, 9]"
+
+
+def whole_intervals(text: str) -> str:
+    """Text whose intervals ("0.812 [0.770, 0.851]") are joined by non-breaking spaces, so that
+    none is split across two printed lines."""
+    return PROSE_INTERVAL.sub(lambda m: m.group(0).replace(" ", NBSP), text)

@@ -9,36 +9,53 @@ import tempfile
 from pathlib import Path
 
 from .. import config, registry, results
+from . import layout
 
-TITLE = "COVID-19 vs non-COVID chest X-ray classification: a leakage-free rebuild of a student study"
+TITLE = (
+    "COVID-19 vs non-COVID chest radiographs with a custom CNN and frozen ImageNet backbones: "
+    "a replication of a student study with patient- and duplicate-grouped splits"
+)
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
 
-STYLE = """
+PAGE = (
+    f"@page {{ size: A4; margin: {layout.MARGIN_MM[0]}mm {layout.MARGIN_MM[1]}mm; }}\n"
+    f"@media print {{ figure.report-figure img {{ max-height: {layout.FIGURE_HEIGHT_MM}mm; }} }}\n"
+)
+# In print: table text at 7.5 pt in a narrow face (7 pt in wide tables: split those with
+# tables.split_columns), headers that wrap between words only, tables that flow over pages with their
+# header repeated (rows whole), figures whole and at most FIGURE_HEIGHT_MM high, a scale line kept
+# with what follows it, the output area as wide as the page. layout.print_defects checks the result.
+STYLE = (
+    """
 <style>
 body { max-width: 1150px; margin: 0 auto; padding: 0 12px; }
 .jp-RenderedHTMLCommon table { font-size: 12px; display: block; max-width: 100%; overflow-x: auto; }
 .jp-RenderedHTMLCommon td, .jp-RenderedHTMLCommon th { white-space: normal; word-break: normal;
-  overflow-wrap: normal; max-width: 28em; padding: 2px 6px; }
+  overflow-wrap: normal; hyphens: none; max-width: 28em; padding: 2px 6px; }
+.jp-RenderedHTMLCommon thead { display: table-header-group; }
 figure.report-figure { margin: 0.8em 0 1.2em 0; }
 figure.report-figure img { max-width: 100%; height: auto; }
 figcaption, .table-caption, .table-note { font-size: 13px; color: #333; }
 .scale-line { font-size: 12px; color: #444; border-left: 3px solid #2e86c1; padding-left: 6px; }
-@page { size: A4; margin: 14mm 11mm; }
 @media print {
   body { max-width: none; padding: 0; }
+  .jp-Notebook, .jp-Cell, .jp-RenderedHTMLCommon { padding-left: 0; padding-right: 0; }
+  .jp-OutputArea-child, .jp-OutputArea-output { display: block; break-inside: auto; overflow: visible !important; }
+  .jp-OutputPrompt, .jp-InputPrompt { display: none; }
   h2 { break-before: page; }
-  h3, .scale-line, .table-caption { break-after: avoid; }
-  figure.report-figure, .report-table, table, tr { break-inside: avoid; }
-  .jp-OutputArea-output, .report-table { overflow: visible !important; }
-  .jp-RenderedHTMLCommon table { display: table; overflow: visible; font-size: 9.5px; }
-  .report-table.wide table { font-size: 7.5px; }
+  h3, .scale-line, .table-caption, .jp-OutputArea-child:has(.scale-line) { break-after: avoid; }
+  .report-table, table { break-inside: auto; overflow: visible !important; }
+  tr, figure.report-figure, .scale-line { break-inside: avoid; }
+  .jp-RenderedHTMLCommon table { display: table; font-size: 7.5pt;
+    font-family: "Liberation Sans Narrow", "Arial Narrow", "DejaVu Sans Condensed", sans-serif; }
+  .report-table.wide table { font-size: 7pt; }
   .jp-RenderedHTMLCommon td, .jp-RenderedHTMLCommon th { padding: 1px 3px; max-width: 20em; }
-  .jp-RenderedHTMLCommon th { overflow-wrap: anywhere; }
-  figure.report-figure img { max-height: 230mm; }
 }
-</style>
 """
+    + PAGE
+    + "</style>\n"
+)
 
 SELF_CHECK = """
 <script>
@@ -90,7 +107,7 @@ def export_html(
 def export_run(run_name: str, dest: str | Path, out: str | Path | None = None, pdf: bool = True) -> Path:
     """Export a completed 07_report run to ``dest``: report.html (and report.pdf), with the
     figures and tables of every run the report reads (data merge, comparison, shortcuts,
-    set-ups)."""
+    set-ups) and the figures the report run drew itself (the flow diagram)."""
     folder = registry.REPORT.run_folder(run_name, out)
     result = results.read_result(folder)
     if not result or result.get("status") != "complete":
@@ -104,13 +121,26 @@ def export_run(run_name: str, dest: str | Path, out: str | Path | None = None, p
     ):
         if effective.get(key):
             sources.append(notebook.run_folder(effective[key], out))
-    figures = [f for source in sources for f in sorted((source / "figures").glob("*.png"))]
+    figures = [f for source in (*sources, folder) for f in sorted((source / "figures").glob("*.png"))]
     tables = [t for source in sources[1:] for t in sorted((source / "tables").glob("*.*"))]
     tables += [sources[0] / "exclusions.csv", sources[0] / "cross_source_groups.csv"]
     html = export_html(folder / "notebook.ipynb", dest, figures, [t for t in tables if t.is_file()])
-    if pdf:
-        print_pdf(html)
+    if pdf and (printed := print_pdf(html)) is not None:
+        check_print(printed)
     return html
+
+
+def check_print(pdf: Path) -> list[str]:
+    """What spoils the printed report (layout.print_defects), each printed on a line; none (and a
+    message) where pdfplumber, a dev dependency, is missing."""
+    try:
+        defects = layout.print_defects(pdf)
+    except ImportError:
+        print(f"{pdf.name} not checked: pdfplumber is not installed (pip install -e '.[dev]')")
+        return []
+    for defect in defects:
+        print(f"{pdf.name}: {defect}")
+    return defects
 
 
 def chromium() -> str | None:
