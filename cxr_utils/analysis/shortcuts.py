@@ -4,28 +4,33 @@ The sources and the labels of this data are confounded (most non-COVID images co
 collection), and published reviews of COVID-19 chest X-ray models found that such models mostly
 learn the hospital, not the disease. The probes here measure how far that goes:
 
-- a logistic regression on image statistics that carry no disease information;
+- logistic regressions on file metadata the networks never see (size, aspect, pixel mode, file
+  format) and on statistics of the pixels they do see;
 - untrained networks and frozen ImageNet features with only a logistic head;
-- a probe predicting the *source* from the same features;
+- probes predicting the *source* from the same features: over all sources, and within one label;
 - AUC within each source, leave-one-source-out, and a single-source training set;
-- occlusion of the central lung field, or of everything but it.
+- occlusion of the lung field, of everything but it, and of equal-area regions outside it;
+- paired differences (the same images scored twice) and a verdict that cites every probe.
 
-Every score comes with group-bootstrap intervals (:mod:`cxr_utils.analysis.evaluation`).
+Every score comes with group-bootstrap intervals (:mod:`cxr_utils.analysis.evaluation`). The lung
+field of each image comes from :func:`lung_masks` (one boolean mask per image), so a segmentation
+model can replace today's fixed rectangle without touching the occlusion or saliency code.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedGroupKFold
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, recall_score
+from sklearn.model_selection import StratifiedGroupKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from ..data.images import ImageReadError, load_gray8
 from . import evaluation
 from . import saliency as saliency_maps
 
@@ -34,13 +39,13 @@ MODES = ("L", "RGB", "RGBA", "P", "LA", "I;16", "I", "1", "F")
 FORMATS = (".png", ".jpg", ".jpeg")
 
 
-# --------------------------------------------------------------------------- trivial features
+# --------------------------------------------------------------------------- image statistics
 
 
 def image_statistics(gray: np.ndarray, border: float = 0.05) -> dict[str, float]:
-    """Statistics of one decoded 8-bit image that carry no disease information: intensity mean,
-    spread and percentiles, the share of near-black pixels in the outer border band, and the
-    share of near-white pixels in the corners (burned-in text, markers and rulers sit there)."""
+    """Statistics of one 8-bit image: intensity mean, spread and percentiles (which carry opacity
+    as well as exposure), the share of near-black pixels in the outer border band, and the share
+    of near-white pixels in the corners (burned-in text, markers and rulers sit there)."""
     h, w = gray.shape
     band_h, band_w = max(1, int(h * border)), max(1, int(w * border))
     edge = np.concatenate(
@@ -57,31 +62,43 @@ def image_statistics(gray: np.ndarray, border: float = 0.05) -> dict[str, float]
     return stats
 
 
-def trivial_features(manifest: pd.DataFrame, root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """One row of disease-free features per image (statistics, original width/height/aspect,
-    pixel mode and file format as one-hot columns), indexed like ``manifest``; and the images
-    that could not be read (skipped, with the reason)."""
-    rows, failures = {}, []
-    for row in manifest.itertuples():
-        try:
-            stats = image_statistics(load_gray8(Path(root) / row.path))
-        except ImageReadError as err:
-            failures.append({"image_id": row.image_id, "path": row.path, "reason": err.reason})
-            continue
-        stats.update(width=float(row.width), height=float(row.height), aspect=row.width / row.height)
-        stats.update({f"mode_{m}": float(row.mode == m) for m in MODES})
-        suffix = Path(row.path).suffix.lower()
-        stats.update({f"format_{f[1:]}": float(suffix == f) for f in FORMATS})
-        rows[row.Index] = stats
-    return pd.DataFrame.from_dict(rows, orient="index"), pd.DataFrame(failures, columns=["image_id", "path", "reason"])
+def pixel_statistics(images: np.ndarray) -> pd.DataFrame:
+    """:func:`image_statistics` of each image as a model sees it (uint8 (N, S, S), after the
+    project's resize), one row per image in order."""
+    return pd.DataFrame([image_statistics(np.asarray(image)) for image in images])
+
+
+def file_metadata(manifest: pd.DataFrame) -> pd.DataFrame:
+    """What the file says, not what it shows: original width, height and aspect ratio, pixel mode
+    and file format (one-hot), from the manifest's columns and indexed like it. The networks never
+    see these (every image is decoded to gray and resized), and they carry no disease information."""
+    suffix = manifest["path"].map(lambda p: Path(p).suffix.lower())
+    table = pd.DataFrame(
+        {
+            "width": manifest["width"].astype(float),
+            "height": manifest["height"].astype(float),
+            "aspect": manifest["width"] / manifest["height"],
+        },
+        index=manifest.index,
+    )
+    for mode in MODES:
+        table[f"mode_{mode}"] = (manifest["mode"] == mode).astype(float)
+    for fmt in FORMATS:
+        table[f"format_{fmt[1:]}"] = (suffix == fmt).astype(float)
+    return table
 
 
 # --------------------------------------------------------------------------- probes
 
 
-def logistic_probe(seed: int = 0):
-    """Standardised features, then a logistic regression (multinomial for several classes)."""
-    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0, random_state=seed))
+def logistic_probe(seed: int = 0, balanced: bool = False):
+    """Standardised features, then a logistic regression (multinomial for several classes);
+    ``balanced``: class weights inversely proportional to class sizes (scikit-learn's
+    ``class_weight="balanced"``), so a dominant class does not swamp the others."""
+    weights = "balanced" if balanced else None
+    return make_pipeline(
+        StandardScaler(), LogisticRegression(max_iter=2000, C=1.0, class_weight=weights, random_state=seed)
+    )
 
 
 def scores_of(model, x: np.ndarray) -> np.ndarray:
@@ -91,7 +108,7 @@ def scores_of(model, x: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Scored:
-    """A probe's scores on some images, with what the intervals need."""
+    """Scores on some images (a probe's or a model's), with what the intervals need."""
 
     name: str
     split: str
@@ -108,6 +125,33 @@ class Scored:
             "n": len(self.y),
             **evaluation.auc_row(self.y, self.scores, self.groups, n_boot, seed, min_per_class),
         }
+
+
+def paired_difference(
+    first: Scored, second: Scored, n_boot: int, seed: int, min_per_class: int = evaluation.MIN_PER_CLASS
+) -> dict:
+    """AUC of ``first`` minus AUC of ``second`` with a paired group-bootstrap interval
+    (:func:`cxr_utils.analysis.evaluation.paired_auc_difference`): where the two share images (two
+    models, or one model with and without occlusion, on one split) each resample draws the groups
+    once and scores both on that draw. "too few" where either has fewer than ``min_per_class``
+    images of a class."""
+    row = {"split": first.split, "first": first.name, "second": second.name, "n": len(first.y)}
+    smallest = min(min(int(s.y.sum()), int(len(s.y) - s.y.sum())) for s in (first, second))
+    if smallest < min_per_class:
+        empty = dict.fromkeys(("first auc", "second auc", "difference", "low", "high"), np.nan)
+        return {**row, **empty, "note": f"too few (< {min_per_class})"}
+    diff = evaluation.paired_auc_difference(
+        (first.y, first.scores, first.groups), (second.y, second.scores, second.groups), n_boot=n_boot, seed=seed
+    )
+    return {
+        **row,
+        "first auc": evaluation.auc(first.y, first.scores),
+        "second auc": evaluation.auc(second.y, second.scores),
+        "difference": diff["value"],
+        "low": diff["low"],
+        "high": diff["high"],
+        "note": "",
+    }
 
 
 def fit_probe(features: np.ndarray, y: np.ndarray, seed: int, what: str):
@@ -148,6 +192,7 @@ def fit_and_score(
 ) -> list[Scored]:
     """Fit a logistic probe on the train rows, score the given splits (features row-aligned to
     ``manifest``; labels from its ``label`` column)."""
+    features = np.asarray(features, dtype=float)
     y = (manifest["label"] == "COVID").to_numpy(int)
     split = manifest["split"].to_numpy()
     model = fit_probe(features[split == "train"], y[split == "train"], seed, f"probe '{name}'")
@@ -157,24 +202,78 @@ def fit_and_score(
 def source_probe(
     features: np.ndarray, sources: np.ndarray, groups: np.ndarray, folds: int = 5, seed: int = 0
 ) -> tuple[dict[str, float], pd.DataFrame]:
-    """Predict each image's source from its features with a logistic probe, cross-validated over
-    groups (a group's images are never on both sides). Returns accuracy, balanced accuracy (the
-    mean recall over sources: chance is one over the number of sources, whatever their sizes) and
-    chance, and the confusion matrix (rows: true source, columns: predicted)."""
-    from sklearn.metrics import balanced_accuracy_score
-
-    predicted = np.empty(len(sources), dtype=object)
+    """Predict each image's source from its features with a logistic probe with class-balanced
+    weights, cross-validated over groups (a group's images are never on both sides). Returns
+    accuracy, balanced accuracy (the mean recall over sources: chance is one over the number of
+    sources, whatever their sizes), chance and each source's recall ("recall <source>"), and the
+    confusion matrix (rows: true source, columns: predicted)."""
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-    for train, test in splitter.split(features, sources, groups):
-        predicted[test] = logistic_probe(seed).fit(features[train], sources[train]).predict(features[test])
+    probe = logistic_probe(seed, balanced=True)
+    predicted = cross_val_predict(probe, features, sources, groups=groups, cv=splitter)
     labels = sorted(set(sources))
+    recalls = recall_score(sources, predicted, labels=labels, average=None, zero_division=0)
     matrix = pd.crosstab(pd.Series(sources, name="true source"), pd.Series(predicted, name="predicted"))
     scores = {
-        "accuracy": float((predicted == sources).mean()),
+        "accuracy": float(accuracy_score(sources, predicted)),
         "balanced accuracy": float(balanced_accuracy_score(sources, predicted)),
         "chance": 1 / len(labels),
+        **{f"recall {source}": float(r) for source, r in zip(labels, recalls)},
     }
     return scores, matrix.reindex(index=labels, columns=labels, fill_value=0)
+
+
+def same_label_probe(
+    features: np.ndarray,
+    manifest: pd.DataFrame,
+    label: str,
+    sources: list[str],
+    others: list[str] | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    folds: int = 5,
+    min_per_class: int = evaluation.MIN_PER_CLASS,
+) -> dict:
+    """Can the source be told apart *within one label*? Among the images of ``label``, a
+    logistic probe (class-balanced weights) tells the images of ``sources`` from those of
+    ``others`` (default: every other source), cross-validated over groups; its out-of-fold scores
+    give an AUC with a group-bootstrap interval, and a balanced accuracy at 0.5. With the label held
+    fixed, any skill is the collection, not the disease. Groups with images on both sides (an image
+    copied from one collection into the other cannot be told from itself) are left out. "too few"
+    where a side has fewer than ``min_per_class`` images or two groups."""
+    source = manifest["source"].to_numpy()
+    groups = manifest["group_id"].to_numpy().astype(str)
+    of_label = manifest["label"].to_numpy() == label
+    first = np.isin(source, sources)
+    second = ~first if others is None else np.isin(source, others)
+    rows = of_label & (first | second)
+    sides = pd.Series(first[rows]).groupby(groups[rows]).nunique()
+    shared = sides.index[sides > 1]
+    keep = rows & ~np.isin(groups, shared)
+    y, g = first[keep].astype(int), groups[keep]
+    row = {
+        "label": label,
+        "first": ", ".join(sources),
+        "second": ", ".join(sorted(set(source[second & of_label]))),
+        "first images": int(y.sum()),
+        "second images": int(len(y) - y.sum()),
+        "groups left out": len(shared),
+    }
+    n_groups = min(len(set(g[y == 1])), len(set(g[y == 0])))
+    if min(row["first images"], row["second images"]) < min_per_class or n_groups < 2:
+        empty = dict.fromkeys(("auc", "low", "high", "balanced accuracy"), np.nan)
+        return {**row, **empty, "note": f"too few (< {min_per_class})"}
+    splitter = StratifiedGroupKFold(n_splits=min(folds, n_groups), shuffle=True, random_state=seed)
+    probe = logistic_probe(seed, balanced=True)
+    scores = cross_val_predict(probe, features[keep], y, groups=g, cv=splitter, method="predict_proba")[:, 1]
+    auc = evaluation.auc_row(y, scores, g, n_boot, seed, min_per_class)
+    return {
+        **row,
+        "auc": auc["auc"],
+        "low": auc["low"],
+        "high": auc["high"],
+        "balanced accuracy": float(balanced_accuracy_score(y, scores >= 0.5)),
+        "note": "",
+    }
 
 
 # --------------------------------------------------------------------------- per source
@@ -235,120 +334,452 @@ def untrained_cnn_features(images: np.ndarray, params: dict, seed: int, batch_si
 
 # --------------------------------------------------------------------------- occlusion
 
+AS_IS, LUNGS_HIDDEN, ONLY_LUNGS = "as is", "lungs hidden", "only lungs"
+OUTSIDE = "equal area outside the lungs"  # the random-region control: f"{OUTSIDE}, draw {k}"
 
-def occlude(images: np.ndarray, mask: np.ndarray, keep_inside: bool) -> np.ndarray:
-    """Black out the masked region (``keep_inside=False``) or everything but it (``True``);
-    images (N, S, S) uint8 and a boolean (S, S) mask."""
-    hide = mask if not keep_inside else ~mask
-    out = images.copy()
-    out[:, hide] = 0
-    return out
+
+def lung_masks(images: np.ndarray, segment: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+    """The lung field of each image, boolean (N, S, S), for images (N, S, S). ``segment``: a
+    function giving one mask per image (a segmentation model); None gives the fixed central
+    rectangle of :func:`cxr_utils.analysis.saliency.central_lung_mask` for every image."""
+    images = np.asarray(images)
+    if segment is None:
+        return np.broadcast_to(saliency_maps.central_lung_mask(images.shape[1]), images.shape[:3])
+    masks = np.asarray(segment(images), dtype=bool)
+    if masks.shape != images.shape[:3]:
+        raise ValueError(f"lung masks must be one (S, S) mask per image, {images.shape[:3]}; got {masks.shape}")
+    return masks
+
+
+def occlude(images: np.ndarray, mask: np.ndarray, keep_inside: bool = False) -> np.ndarray:
+    """Hide the masked region (``keep_inside=False``) or everything but it (``True``) by filling
+    it with the image's mean over the pixels left visible: a neutral grey that carries nothing of
+    what it hides (the mean of the whole image, or a blur, would keep a trace of a bright marker).
+    Images (N, S, S) uint8; a boolean mask (S, S) for every image or one per image (N, S, S). An
+    image with nothing left visible is filled with 0."""
+    images = np.asarray(images)
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape not in (images.shape[1:3], images.shape[:3]):
+        raise ValueError(f"mask {mask.shape} must be (S, S) or (N, S, S) for images {images.shape}")
+    hide = np.broadcast_to(~mask if keep_inside else mask, images.shape)
+    visible = ~hide
+    count = visible.sum(axis=(1, 2))
+    total = np.where(visible, images, 0).sum(axis=(1, 2), dtype=np.float64)
+    fill = np.round(np.where(count > 0, total / np.maximum(count, 1), 0)).astype(images.dtype)
+    return np.where(hide, fill[:, None, None], images)
+
+
+def random_regions(masks: np.ndarray, rng: np.random.Generator, grid: int = 8) -> np.ndarray:
+    """Per image, a random region of the same area as its mask, lying outside the mask: the cells
+    of a ``grid`` x ``grid`` tiling, each cut to its part outside the mask, taken in random order
+    until the region holds as many pixels as the mask (the last cell only in part, row by row).
+    Where the outside is smaller than the mask, the region is all of the outside. Boolean
+    (N, S, S) for masks (N, S, S)."""
+    masks = np.asarray(masks, dtype=bool)
+    size = masks.shape[1]
+    edges = np.linspace(0, size, grid + 1).round().astype(int)
+    cells = [(edges[i], edges[i + 1], edges[j], edges[j + 1]) for i in range(grid) for j in range(grid)]
+    regions = np.zeros(masks.shape, dtype=bool)
+    for region, mask in zip(regions, masks):
+        needed = int(mask.sum())
+        for k in rng.permutation(len(cells)):
+            if needed <= 0:
+                break
+            top, bottom, left, right = cells[k]
+            rows, cols = np.nonzero(~mask[top:bottom, left:right])
+            rows, cols = rows[:needed], cols[:needed]
+            region[top + rows, left + cols] = True
+            needed -= len(rows)
+    return regions
+
+
+def occlusion_conditions(lungs: np.ndarray, draws: int, seed: int) -> Iterator[tuple[str, np.ndarray | None]]:
+    """What each occlusion condition hides, as (condition, boolean (N, S, S) mask to hide; None
+    for the images as they are): the lungs; everything but the lungs; and ``draws`` random regions
+    of the lungs' area outside them (:func:`random_regions`, seeded by ``seed`` and the draw)."""
+    yield AS_IS, None
+    yield LUNGS_HIDDEN, np.asarray(lungs, dtype=bool)
+    yield ONLY_LUNGS, ~np.asarray(lungs, dtype=bool)
+    for draw in range(1, draws + 1):
+        yield f"{OUTSIDE}, draw {draw}", random_regions(lungs, np.random.default_rng([seed, draw]))
+
+
+def kept_share(hidden_auc: float, auc: float) -> float:
+    """How much of a model's discrimination above chance (AUC - 0.5) it keeps with a region hidden."""
+    return (hidden_auc - 0.5) / (auc - 0.5) if auc > 0.5 else float("nan")
 
 
 # --------------------------------------------------------------------------- verdict
 
-
-@dataclass
-class ModelEvidence:
-    """What the probes measured of one trained model: AUC as is and with the lung field hidden,
-    on test and (where there is one) on the external source."""
-
-    name: str
-    test_auc: float
-    lungs_hidden_test_auc: float
-    external_auc: float = float("nan")
-    lungs_hidden_external_auc: float = float("nan")
-
-
-VISIBLE, TRIVIAL = 0.5, 0.9  # balanced accuracy above which the source is clearly / trivially visible
+VISIBLE, TRIVIAL = 0.5, 0.9  # balanced accuracy above which the sources are clearly / almost always told apart
+SEPARATED = 0.8  # same-label AUC from which the source is "clearly" visible within one label
+DROP = 0.10  # fall in AUC from the internal test split to a held-out source: "does not carry"
+CLOSE = 0.05  # AUC differences below this are "essentially the same"
 KEPT = 0.5  # share of its discrimination above chance a model keeps with the lungs hidden: "uses a good deal outside"
+FAIL = 0.6  # external AUC below which a baseline "fails" there
+RADIOGRAPHY_UPSTREAM = (
+    "its Normal images come from the RSNA pneumonia challenge and a paediatric pneumonia set, its COVID "
+    "images from other public collections, Cohen's and Figure1's among them"
+)
 
 
-def kept_share(hidden_auc: float, auc: float) -> float:
-    """How much of a model's discrimination above chance (AUC - 0.5) it keeps with the lungs hidden."""
-    return (hidden_auc - 0.5) / (auc - 0.5) if auc > 0.5 else float("nan")
+def _number(value: float) -> str:
+    """An AUC to two decimals, or "n/a (too few)" where none could be computed."""
+    return "n/a (too few)" if np.isnan(value) else f"{value:.2f}"
 
 
-# of the image: what an evenly spread saliency map puts in each region
-LUNG_SHARE = float(saliency_maps.central_lung_mask(100).mean())
-BORDER_SHARE = float(saliency_maps.border_mask(100).mean())
+def _interval(row) -> str:
+    return f"{row['auc']:.2f} [{row['low']:.2f}, {row['high']:.2f}]"
+
+
+def _signed(row) -> str:
+    return f"{row['difference']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}]"
+
+
+def _model_name(model: str) -> str:
+    """'custom final_run02_seed1' or 'trained custom model (run02, seed 1)' -> 'the custom model'."""
+    words = model.split()
+    return f"the {words[1] if words[0] == 'trained' else words[0]} model"
+
+
+def source_sentences(source_probe: pd.DataFrame) -> list[str]:
+    """The four-way source probe, one sentence per feature set (rows of the source-probe table)."""
+    lines = []
+    for row in source_probe.to_dict("records"):
+        balanced = row["balanced accuracy"]
+        how = "almost always" if balanced >= TRIVIAL else "clearly" if balanced >= VISIBLE else "only partly"
+        recalls = ", ".join(f"{k[len('recall ') :]} {v:.2f}" for k, v in row.items() if k.startswith("recall "))
+        lines.append(
+            f"With class-balanced weights, a probe on {row['features']} features names the source of an image with "
+            f"balanced accuracy {balanced:.2f} (chance {row['chance']:.2f}; recall {recalls}); thresholds "
+            f"{VISIBLE:.2f} for clearly and {TRIVIAL:.2f} for almost always: the sources are {how} told apart."
+        )
+    return lines
+
+
+def _same_label_visible(row) -> bool:
+    return bool(row["low"] > 0.5) if not np.isnan(row["low"]) else False
+
+
+def same_label_sentences(same_label: pd.DataFrame) -> list[str]:
+    """The same-label source probes, one sentence per label (rows: features, label, first, second,
+    first images, second images, groups left out, auc, low, high, note)."""
+    lines = []
+    for label, rows in same_label.groupby("label", sort=False):
+        first = rows.iloc[0]
+        shown = "non-COVID" if label == "NONCOVID" else label
+        what = (
+            f"Within the {shown} images alone, {first['first']} ({first['first images']}) against "
+            f"{first['second']} ({first['second images']}; {first['groups left out']} groups copied across them "
+            "left out)"
+        )
+        scored = rows[rows["auc"].notna()]
+        if scored.empty:
+            lines.append(f"{what}: too few images for a probe ({first['note']}).")
+            continue
+        aucs = "; ".join(f"AUC {_interval(r)} from {r['features']} features" for r in scored.to_dict("records"))
+        visible = [r for r in scored.to_dict("records") if _same_label_visible(r)]
+        if any(r["auc"] >= SEPARATED for r in visible):
+            finding = "the source is clearly visible with the label held fixed"
+        elif visible:
+            finding = "the source is visible with the label held fixed"
+        else:
+            finding = "no source difference is shown within this label"
+        lines.append(
+            f"{what}: {aucs}; threshold: an interval above 0.50 means the source is visible within one label, "
+            f"an AUC of {SEPARATED:.2f} or more that it is clearly visible: {finding}."
+        )
+    return lines
+
+
+def _frozen_test(baselines: pd.DataFrame) -> pd.DataFrame:
+    return baselines[baselines["probe"].str.startswith("frozen ") & (baselines["split"] == "test")]
+
+
+def fallen_sources(cross_source: pd.DataFrame, baselines: pd.DataFrame) -> list[str]:
+    """The held-out sources where the frozen-feature head scores more than ``DROP`` below its
+    internal test AUC (rows of the cross-source and baselines tables)."""
+    frozen = _frozen_test(baselines)
+    if frozen.empty:
+        return []
+    inside = float(frozen["auc"].iloc[0])
+    return [row["split"] for row in cross_source.to_dict("records") if inside - row["auc"] > DROP]
+
+
+def cross_source_sentence(cross_source: pd.DataFrame, baselines: pd.DataFrame) -> str | None:
+    """Leave one source out (and one source only) against the same head's internal test AUC."""
+    frozen = _frozen_test(baselines)
+    if cross_source.empty or frozen.empty:
+        return None
+    parts = []
+    for row in cross_source.to_dict("records"):
+        how = "trained on the other sources" if row["probe"].startswith("without") else row["probe"]
+        note = f": {row['note'] or 'not scored'}" if np.isnan(row["auc"]) else f" {_interval(row)}"
+        parts.append(f"{row['split']} ({how}){note}")
+    fallen = fallen_sources(cross_source, baselines)
+    finding = (
+        f"it falls by more than {DROP:.2f} on {', '.join(fallen)}: what the head learns about the label in some "
+        "sources does not carry to another"
+        if fallen
+        else f"it falls by {DROP:.2f} or less wherever it was scored"
+        if not np.isnan(frozen["auc"].iloc[0]) and cross_source["auc"].notna().any()
+        else "too few images to compare"
+    )
+    return (
+        f"A logistic head on {frozen['probe'].iloc[0].removesuffix(' + logistic head')} features scores test AUC "
+        f"{_number(frozen['auc'].iloc[0])} on the internal test split, and out of source: "
+        + "; ".join(parts)
+        + f"; threshold: a fall of more than {DROP:.2f}: {finding}."
+    )
+
+
+def _auc_of(baselines: pd.DataFrame, prefix: str, split: str = "test") -> float:
+    rows = baselines[baselines["probe"].str.startswith(prefix) & (baselines["split"] == split)]
+    return float(rows["auc"].iloc[0]) if len(rows) else float("nan")
+
+
+def _trained(baselines: pd.DataFrame) -> dict[str, float]:
+    trained = baselines[baselines["probe"].str.startswith("trained ") & (baselines["split"] == "test")]
+    return {_model_name(r.probe): r.auc for r in trained.itertuples()}
+
+
+def matched_models(baselines: pd.DataFrame, prefix: str) -> list[str]:
+    """The trained models whose test AUC the baseline named by ``prefix`` comes within ``CLOSE`` of."""
+    return [name for name, auc in _trained(baselines).items() if _auc_of(baselines, prefix) >= auc - CLOSE]
+
+
+METADATA, PIXELS = "image statistics: file metadata", "image statistics: pixels the model sees"
+
+
+def baseline_sentences(baselines: pd.DataFrame) -> list[str]:
+    """File metadata and pixel statistics against the trained models (rows of the baselines table)."""
+
+    def external(prefix: str) -> str:
+        value = _auc_of(baselines, prefix, "external")
+        return f" (external {value:.2f})" if not np.isnan(value) else ""
+
+    models = _trained(baselines)
+    lines = [
+        "A logistic head on file metadata that the networks never see (original width, height, aspect, pixel mode, "
+        f"file format) reaches test AUC {_number(_auc_of(baselines, METADATA))}{external(METADATA)}; on statistics "
+        "of the pixels they do see (intensity percentiles, which carry opacity as well as exposure, and border and "
+        f"corner shares), {_number(_auc_of(baselines, PIXELS))}{external(PIXELS)}; the trained models reach "
+        + (", ".join(f"{_number(auc)} ({name})" for name, auc in models.items()) or "nothing")
+        + " on test."
+    ]
+    for prefix, what, reading in (
+        (METADATA, "file metadata alone", "can be matched without looking at the image"),
+        (PIXELS, "whole-image intensity statistics", "need no more than global intensity"),
+    ):
+        if close := matched_models(baselines, prefix):
+            fails = _auc_of(baselines, prefix, "external") < FAIL
+            lines.append(
+                f"On test, {what} come within {CLOSE:.2f} of (or above) {', '.join(close)}: those test scores {reading}"
+                + (f" (not on the external source, where they fall below {FAIL:.2f})." if fails else ".")
+            )
+    return lines
+
+
+def difference_sentences(differences: pd.DataFrame) -> list[str]:
+    """Each paired comparison of the differences table (question, split, first, second, first auc,
+    second auc, difference, low, high, note), on test with external beside it."""
+    lines = []
+    if differences.empty:
+        return lines
+    for (first, second), rows in differences.groupby(["first", "second"], sort=False):
+        test = rows[rows["split"] == "test"]
+        if test.empty or np.isnan(test["difference"].iloc[0]):
+            lines.append(
+                f"{first[0].upper() + first[1:]} against {second} on test: too few images of a class for a paired "
+                "difference."
+            )
+            continue
+        row = test.iloc[0]
+        if abs(row["difference"]) < CLOSE:
+            finding = f"essentially the same (a difference under {CLOSE:.2f})"
+        elif row["high"] < 0:
+            finding = f"{first} is worse"
+        elif row["low"] > 0:
+            finding = f"{first} is better"
+        else:
+            finding = "no difference shown on these images"
+        ext = rows[(rows["split"] == "external") & rows["difference"].notna()]
+        external = f"; external {_signed(ext.iloc[0])}" if len(ext) else ""
+        lines.append(
+            f"{first[0].upper() + first[1:]} scores test AUC {row['first auc']:.3f}, {second} "
+            f"{row['second auc']:.3f}: difference {_signed(row)} (paired bootstrap over the same images{external}); "
+            f"threshold: an interval below or above 0 is worse or better, a difference under {CLOSE:.2f} essentially "
+            f"the same: {finding}."
+        )
+    return lines
+
+
+def _occlusion_facts(model: str, split: str, occlusion: pd.DataFrame, differences: pd.DataFrame) -> dict | None:
+    """Kept shares and paired differences of one model on one split, or None without an AUC as is."""
+    rows = occlusion[(occlusion["model"] == model) & (occlusion["split"] == split)].set_index("condition")
+    if AS_IS not in rows.index or np.isnan(rows.loc[AS_IS, "auc"]) or LUNGS_HIDDEN not in rows.index:
+        return None
+    auc = rows.loc[AS_IS, "auc"]
+    draws = [c for c in rows.index if c.startswith(OUTSIDE)]
+    versus = differences[
+        (differences["model"] == model)
+        & (differences["split"] == split)
+        & (differences["second"] == LUNGS_HIDDEN)
+        & differences["first"].str.startswith(OUTSIDE)
+    ]
+    return {
+        "auc": auc,
+        "hidden": rows.loc[LUNGS_HIDDEN, "auc"],
+        "kept": kept_share(rows.loc[LUNGS_HIDDEN, "auc"], auc),
+        "control": [kept_share(rows.loc[c, "auc"], auc) for c in draws],
+        "differences": versus["difference"].to_numpy(),
+        "above": int((versus["low"] > 0).sum()),
+        "draws": len(versus),
+    }
+
+
+def occlusion_reading(facts: dict) -> tuple[bool, bool]:
+    """(uses a good deal outside the lungs: keeps ``KEPT`` or more with them hidden; the lungs matter
+    more than an equal area elsewhere: the paired interval is above 0 in every random draw)."""
+    return bool(facts["kept"] >= KEPT), bool(facts["draws"] > 0 and facts["above"] == facts["draws"])
+
+
+def occlusion_sentences(occlusion: pd.DataFrame, differences: pd.DataFrame) -> list[str]:
+    """Per model: what it keeps with the lungs hidden, read against equal areas hidden outside them."""
+    lines = []
+    if occlusion.empty:
+        return lines
+    for model in occlusion["model"].unique():
+        name = _model_name(model)
+        test = _occlusion_facts(model, "test", occlusion, differences)
+        if test is None:
+            lines.append(f"{name[0].upper() + name[1:]}: too few test images of a class for occlusion AUCs.")
+            continue
+        if np.isnan(test["kept"]):
+            lines.append(f"{name[0].upper() + name[1:]} scores test AUC {test['auc']:.2f}: no discrimination to lose.")
+            continue
+        control = f"{min(test['control']):.0%}-{max(test['control']):.0%}" if test["control"] else "not measured"
+        diffs = test["differences"]
+        ends = dict.fromkeys(f"{d:+.2f}" for d in (diffs.min(), diffs.max())) if test["draws"] else {}
+        spread = " to ".join(ends) or "not measured"
+        line = (
+            f"With the lung field filled with the mean of the rest of each image, {name} scores test AUC "
+            f"{test['hidden']:.2f} instead of {test['auc']:.2f}, keeping {test['kept']:.0%} of its discrimination "
+            f"above chance; with an equal area hidden outside the lungs ({test['draws']} random draws) it keeps "
+            f"{control}, and scores {spread} more than with the lungs hidden (paired interval above 0 in "
+            f"{test['above']} of {test['draws']} draws)"
+        )
+        external = _occlusion_facts(model, "external", occlusion, differences)
+        if external is not None and not np.isnan(external["kept"]) and external["control"]:
+            line += (
+                f" (external: keeps {external['kept']:.0%} with the lungs hidden, "
+                f"{min(external['control']):.0%}-{max(external['control']):.0%} with an equal area outside)"
+            )
+        outside, specific = occlusion_reading(test)
+        finding = {
+            (True, True): "it uses a good deal outside the lungs, though hiding them costs more than hiding as much "
+            "elsewhere",
+            (True, False): "it uses a good deal outside the lungs, and hiding them costs no more than hiding as much "
+            "elsewhere",
+            (False, True): "most of its discrimination needs the lung field, more than an equal area elsewhere",
+            (False, False): "hiding the lungs costs much of its discrimination, but hiding as much elsewhere costs as "
+            "much: the drop shows that large occlusions disturb it, not that it needs the lungs",
+        }[(outside, specific)]
+        lines.append(
+            f"{line}; thresholds: keeping {KEPT:.0%} or more means it uses a good deal outside the lungs, and the "
+            f"lungs matter more than an equal area elsewhere when the paired interval is above 0 in every draw: "
+            f"{finding}."
+        )
+    return lines
+
+
+def within_radiography_sentence(within: pd.DataFrame) -> str | None:
+    """What AUC inside the Radiography Database measures: two upstream collections, not one hospital."""
+    rows = within[(within["source"] == "radiography") & (within["split"] == "test")]
+    if rows.empty:
+        return None
+    first = rows.iloc[0]
+    scores = "; ".join(
+        f"{_model_name(r['model'])} {_interval(r)}" if not np.isnan(r["auc"]) else f"{_model_name(r['model'])}: too few"
+        for r in rows.to_dict("records")
+    )
+    return (
+        f"Inside the Radiography Database's test images ({first['covid']} COVID, {first['noncovid']} non-COVID; no AUC "
+        f"below {evaluation.MIN_PER_CLASS} of a class): {scores}. This is not a disease test inside one hospital: "
+        f"{RADIOGRAPHY_UPSTREAM}, so the two classes are two collections there too."
+    )
+
+
+def saliency_sentences(saliency: pd.DataFrame) -> list[str]:
+    """Grad-CAM mass in the lung field and the border band against their areas (rows of the saliency table)."""
+    return [
+        f"Grad-CAM puts {row['lung field share']:.0%} of {_model_name(row['model'])}'s saliency in the lung field and "
+        f"{row['border share']:.0%} in the border band (an evenly spread map: {row['lung field area']:.0%} and "
+        f"{row['border area']:.0%}, their areas)."
+        for row in saliency.to_dict("records")
+        if not np.isnan(row["lung field share"])
+    ]
 
 
 def verdict(
-    source_balanced: float,
-    chance: float,
-    trivial_auc: float,
-    untrained_auc: float,
-    models: list[ModelEvidence],
-    trivial_external_auc: float = float("nan"),
-    saliency: dict[str, tuple[float, float]] | None = None,
+    *,
+    source_probe: pd.DataFrame,
+    same_label: pd.DataFrame,
+    baselines: pd.DataFrame,
+    differences: pd.DataFrame,
+    cross_source: pd.DataFrame,
+    within: pd.DataFrame,
+    occlusion: pd.DataFrame,
+    occlusion_differences: pd.DataFrame,
+    saliency: pd.DataFrame,
 ) -> list[str]:
-    """Plain sentences from the numbers, each with the threshold it uses, and a conclusion.
-    ``saliency``: model name -> (share of Grad-CAM mass in the lung field, in the border band)."""
-    if source_balanced >= TRIVIAL:
-        how = "trivially visible in the pixels"
-    elif source_balanced >= VISIBLE:
-        how = "clearly visible in the pixels"
-    else:
-        how = "only partly visible in the pixels"
-    lines = [
-        f"From untrained features the source of an image is predicted with balanced accuracy "
-        f"{source_balanced:.2f} (chance {chance:.2f}; thresholds {VISIBLE:.2f} for clearly and {TRIVIAL:.2f} "
-        f"for trivially visible): the source is {how}."
+    """Plain sentences from the tables, each with the threshold it uses, and a conclusion (last)
+    naming the probes that argue against reading the scores as detection of the disease."""
+    lines = source_sentences(source_probe) + same_label_sentences(same_label)
+    lines += [s for s in (cross_source_sentence(cross_source, baselines), within_radiography_sentence(within)) if s]
+    lines += baseline_sentences(baselines) + difference_sentences(differences)
+    lines += occlusion_sentences(occlusion, occlusion_differences) + saliency_sentences(saliency)
+
+    reasons = []
+    if matched_models(baselines, METADATA):
+        reasons.append("file metadata the networks never see match their test scores")
+    if any(_same_label_visible(r) for r in same_label.to_dict("records")):
+        reasons.append("the source can be read off the features with the label held fixed")
+    if fallen_sources(cross_source, baselines):
+        reasons.append(f"a head trained on some sources loses more than {DROP:.2f} of AUC on another")
+    untrained = (
+        differences[differences["second"].str.startswith("untrained") & (differences["split"] == "test")]
+        if len(differences)
+        else differences
+    )
+    if len(untrained) and (untrained["difference"] < CLOSE).any():
+        reasons.append(
+            f"training the custom network added less than {CLOSE:.2f} of AUC to a logistic head on its untrained "
+            "features"
+        )
+    models = occlusion["model"].unique() if len(occlusion) else []
+    facts = [_occlusion_facts(model, "test", occlusion, occlusion_differences) for model in models]
+    if any(f is not None and not np.isnan(f["kept"]) and f["draws"] and not occlusion_reading(f)[1] for f in facts):
+        reasons.append("hiding the lungs costs no more than hiding an equal area elsewhere")
+    unmeasured = [
+        what
+        for what, measured in (
+            ("the same-label probes", same_label["auc"].notna().any() if len(same_label) else False),
+            ("the paired differences", differences["difference"].notna().any() if len(differences) else False),
+            ("the occlusion", any(f is not None for f in facts)),
+        )
+        if not measured
     ]
-    external = f" (external {trivial_external_auc:.2f})" if not np.isnan(trivial_external_auc) else ""
-    lines.append(
-        f"A logistic head trained on image statistics that carry no disease information reaches test AUC "
-        f"{trivial_auc:.2f}{external}; on features of an untrained custom CNN, {untrained_auc:.2f}; the "
-        "trained models reach " + ", ".join(f"{m.test_auc:.2f} ({m.name})" for m in models) + " on test."
-    )
-    explained = [m.name for m in models if trivial_auc >= m.test_auc - 0.05]
-    if explained:
-        lines.append(
-            "On test, image statistics alone come within 0.05 of (or above) "
-            + ", ".join(explained)
-            + ": those test scores can be explained without the disease"
-            + (" (not on the external source, where they fail)." if trivial_external_auc < 0.6 else ".")
+    if reasons:
+        conclusion = "These numbers do not show that the models detect COVID-19: " + "; ".join(reasons) + "."
+    elif unmeasured:
+        conclusion = (
+            f"Too few images to read {', '.join(unmeasured)}; none of the probes that could be scored explains the "
+            "models' scores away, though none can prove they see the disease."
         )
-    outside = []
-    for model in models:
-        kept = kept_share(model.lungs_hidden_test_auc, model.test_auc)
-        if np.isnan(kept):
-            lines.append(
-                f"{model.name} scores test AUC {model.test_auc:.2f}: no discrimination to lose with the lungs hidden."
-            )
-            continue
-        line = (
-            f"With the central lung field blacked out, {model.name} scores test AUC "
-            f"{model.lungs_hidden_test_auc:.2f} instead of {model.test_auc:.2f}, keeping {kept:.0%} of its "
-            "discrimination above chance"
+    else:
+        conclusion = (
+            "None of these probes explains the models' scores away, though none can prove they see the disease."
         )
-        if not np.isnan(model.lungs_hidden_external_auc):
-            line += (
-                f" (external: {model.lungs_hidden_external_auc:.2f} instead of {model.external_auc:.2f}, "
-                f"{kept_share(model.lungs_hidden_external_auc, model.external_auc):.0%})"
-            )
-        uses_outside = kept >= KEPT
-        outside += [model.name] if uses_outside else []
-        lines.append(
-            line
-            + f"; threshold {KEPT:.0%}: "
-            + (
-                "it uses a good deal outside the lungs."
-                if uses_outside
-                else "on test, most of its discrimination needs the lung field."
-            )
-        )
-    for name, (lung, border) in (saliency or {}).items():
-        lines.append(
-            f"Grad-CAM puts {lung:.0%} of {name}'s saliency in the central lung field and {border:.0%} in "
-            f"the border band (an evenly spread map: {LUNG_SHARE:.0%} and {BORDER_SHARE:.0%})."
-        )
-    doubtful = bool(explained or outside) or untrained_auc >= min((m.test_auc for m in models), default=np.nan)
-    lines.append(
-        "These numbers do not show that the models detect COVID-19: much of what they score is available "
-        "from disease-free image statistics, from features nobody trained for this task, or outside the lungs."
-        if doubtful
-        else "None of these probes explains the models' scores away, though none can prove they see the disease."
-    )
+    lines.append(conclusion)
     return lines
