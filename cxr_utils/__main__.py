@@ -1,5 +1,5 @@
 """Command line: ``python -m cxr_utils run | pipeline | predict | book | report export | weights provision |
-data download | course student``."""
+lungs | data download | course student``."""
 
 from __future__ import annotations
 
@@ -95,6 +95,15 @@ def _parser() -> argparse.ArgumentParser:
     prov.add_argument(
         "--dest", default=None, help="weights folder (default: CXR_WEIGHTS_DIR when set, else <output root>/weights/)"
     )
+
+    lungs = sub.add_parser(
+        "lungs", help="provision the lung segmentation model (trained once, cached) and print its Dice/IoU"
+    )
+    lungs.add_argument(
+        "--out", default=None, help="output root whose cache/lungs/ holds it (default: CXR_OUTPUT_DIR or outputs/)"
+    )
+    lungs.add_argument("--root", default=None, help="data root holding lung-masks/ (default: as everywhere else)")
+    lungs.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of the intervals (default 1000)")
     return parser
 
 
@@ -164,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
 
             print(export_run(args.run, args.dest, args.out))
             return 0
+        if args.command == "lungs":
+            return _lungs(args)
         if args.command == "weights":
             provision.provision(args.backbone, wheel=args.wheel, dest=args.dest)
             return 0
@@ -222,6 +233,36 @@ def _predict(args: argparse.Namespace) -> int:
             flag = "  OUT OF DISTRIBUTION" if row.ood_flag else ""
             print(f"{row.path}: {row.model} P(COVID-19) = {row.probability:.3f} -> {row.decision}{flag}")
     print(f"written to {out} (predictions.csv, saliency/, contact_sheet.png, provenance.json)")
+    return 0
+
+
+def _lungs(args: argparse.Namespace) -> int:
+    """``lungs``: provision the model (trained when not cached), then measure it on JSRT and the held-back images."""
+    import time
+
+    from .analysis import lungs
+
+    started = time.perf_counter()
+    cache = Path(args.out).resolve() / "cache" if args.out else config.cache_dir()
+    path = lungs.provision(cache, root=args.root, verbose=2)
+    provision_seconds = time.perf_counter() - started
+    measured = lungs.measure(path, args.root, n_boot=args.n_boot)
+    record = measured["training"]
+    size = path.stat().st_size / 1e6
+    print(f"model: {path} ({size:.2f} MB)")
+    print(
+        f"trained in {record['train_seconds']:.0f} s ({record['epochs_run']} epochs, best {record['best_epoch']}, "
+        f"stopped by {record['stopped_by']}) on {record['train_images']} images at {record['settings']['size']} px, "
+        f"{record['cpu']} x{record['cores']}, {record['policy']}; this call took {provision_seconds:.0f} s"
+    )
+    for name, label in (("jsrt", "JSRT (independent)"), ("held_back", "held-back Montgomery/Shenzhen")):
+        part = measured[name]
+        dice, iou = part["dice"], part["iou"]
+        print(
+            f"{label}, n={dice['n']}: Dice {dice['value']:.3f} [{dice['low']:.3f}, {dice['high']:.3f}], "
+            f"IoU {iou['value']:.3f} [{iou['low']:.3f}, {iou['high']:.3f}] (95 % bootstrap over images); "
+            f"{part['flagged']['count']} flagged; measured in {part['seconds']:.0f} s"
+        )
     return 0
 
 

@@ -195,12 +195,16 @@ SECTIONS = (
     "Data",
     "Methods",
     "Results",
+    "Comparison with the study",
     "What is the model looking at?",
     "The study's set-up vs ours",
-    "Comparison with the study",
+    "Discussion",
     "Limitations",
-    "Provenance",
+    "Conclusion",
+    "Code and data availability",
 )
+APPENDICES = ("References", "Appendix A.", "Appendix B. Provenance")
+TABLE_CAPTION = re.compile(r"Table (\d+)(?: \((\d+)/(\d+)\))?\.")
 REPORT = config.PROJECT_ROOT / "report"
 
 
@@ -216,7 +220,7 @@ def test_committed_report_renders_with_every_image_numbered_and_no_empty_section
     assert soup.title.get_text(strip=True) == export.TITLE
     headings = soup.find_all("h2")
     titles = [h.get_text(" ", strip=True) for h in headings]
-    for expected in SECTIONS:
+    for expected in (*SECTIONS, *APPENDICES):
         assert any(expected in t for t in titles), (expected, titles)
     for heading in headings:
         content, node = "", heading.find_next()
@@ -229,10 +233,8 @@ def test_committed_report_renders_with_every_image_numbered_and_no_empty_section
     assert len(figures) == total and all(f.img.get("alt", "").strip() for f in figures)
     numbers = [int(re.match(r"Figure (\d+)\.", f.figcaption.get_text(strip=True)).group(1)) for f in figures]
     assert numbers == list(range(1, len(figures) + 1))
-    captions = [
-        int(re.match(r"Table (\d+)\.", c.get_text(strip=True)).group(1)) for c in soup.select("p.table-caption")
-    ]
-    assert captions == list(range(1, max(captions) + 1))
+    captions = [int(TABLE_CAPTION.match(c.get_text(strip=True)).group(1)) for c in soup.select("p.table-caption")]
+    assert sorted(set(captions)) == list(range(1, max(captions) + 1)) and captions == sorted(captions)
 
 
 def pdf_text(pdf) -> str:
@@ -341,3 +343,67 @@ def test_the_study_comparison_sets_last_epoch_beside_last_epoch_and_final_fits_b
     assert table.loc["run02", "val_auc study (last)"] == theirs.loc[2, "val_auc"]
     assert table.loc["run05", "val_auc ours (final fits)"] == pytest.approx(0.92)
     assert np.isnan(table.loc["run02", "val_auc ours (final fits)"])
+
+
+def report_words() -> str:
+    """The committed report's text as printed (pdftotext), spaces normalised (non-breaking ones too)."""
+    return " ".join(pdf_text(REPORT / "report.pdf").replace("\u00a0", " ").split())
+
+
+def test_committed_report_reads_as_a_paper():
+    text = report_words()
+    abstract = text[text.index("Abstract") : text.index("1. Introduction")]
+    for heading in ("Background.", "Data.", "Methods.", "Results.", "Conclusion."):
+        assert heading in abstract, f"the abstract lacks '{heading}'"
+    assert "not a diagnostic device" in text and "Intended use." in text
+    references = text[text.index("References", text.index("11. Code and data availability")) :]
+    entries = re.findall(r"(?:^| )(\d{1,2})\. [A-Z][^\n]*?https?://", references)
+    assert len({int(n) for n in entries}) >= 8, entries
+    html = (REPORT / "report.html").read_text()
+    assert 'data-file="flow.png"' in html, "the flow diagram from sources to splits is not shown"
+    for caption in ("Who is in each partition", "positive and negative predictive value", "Terms used in this report"):
+        assert caption in text, caption
+
+
+MACHINE_PATH = re.compile(r"(?<![\w.:/~…])/(?:work|tmp|root|home|Users|var|opt|mnt)/")
+RESOLVER = re.compile(r"Errno -?\d+|Name or service not known|Temporary failure in name resolution")
+
+
+def test_no_machine_path_or_resolver_error_anywhere_in_the_committed_report():
+    files = [REPORT / "report.html", *sorted((REPORT / "tables").glob("*.*")), REPORT / "README.md"]
+    for path in files:
+        text = re.sub(r"data:image/[a-z]+;base64,[A-Za-z0-9+/=]+", "", path.read_text(errors="replace"))
+        for pattern in (MACHINE_PATH, RESOLVER):
+            found = pattern.search(text)
+            assert found is None, f"{path.name}: '{text[max(0, found.start() - 40) : found.end() + 40]}'"
+
+
+def test_the_print_check_passes_on_the_committed_report():
+    pytest.importorskip("pdfplumber", reason="pdfplumber (a dev dependency) reads the PDF back")
+    from cxr_utils.reporting import layout
+
+    assert layout.print_defects(REPORT / "report.pdf") == []
+
+
+def test_numbers_in_the_report_text_are_the_tables_numbers():
+    """Each kind of number the text states is read from the table the report exports beside it."""
+    text = report_words()
+    tables_dir = REPORT / "tables"
+    heldout = pd.read_csv(tables_dir / "heldout_metrics.csv")
+    first = heldout[(heldout["seed_index"] == 1) & (heldout["metric"] == "auc") & (heldout["threshold"] == 0.5)]
+    abstract = text[text.index("Results.") : text.index("Conclusion.")]
+    for row in first[first["split"] == "test"].itertuples():
+        assert f"{row.model} {row.value:.3f} [{row.low:.3f}, {row.high:.3f}]" in abstract, row.model
+    groups = pd.read_csv(tables_dir / "cross_source_groups.csv").groupby("group_id")["source"].nunique()
+    for sources, n in groups.value_counts().items():
+        assert f"{n} group{'s' if n != 1 else ''} span{'' if n != 1 else 's'} {sources} sources" in text
+    val = first[first["split"] == "val"]
+    for row in val.itertuples():
+        assert f"±{(row.high - row.low) / 2:.3f} {row.model}" in text, row.model
+    comparison = pd.read_csv(tables_dir / "study_comparison.csv")
+    finals = pd.read_csv(tables_dir / "runs.csv")
+    finals = finals[finals["role"] == "final"].groupby("screened_as")["val_auc"].mean()
+    chosen = comparison.dropna(subset=["val_auc ours (final fits)"])
+    assert len(chosen) >= 1
+    for _, row in chosen.iterrows():
+        assert row["val_auc ours (final fits)"] == pytest.approx(finals[row["run"]]), row["run"]
