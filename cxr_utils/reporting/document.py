@@ -124,7 +124,8 @@ class Document:
             HTML(
                 f'<figure class="report-figure" data-file="{html.escape(path.name)}">'
                 f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
-                f"<figcaption><b>Figure {self.figures}.</b> {html.escape(caption)}</figcaption></figure>"
+                f"<figcaption><b>Figure {self.figures}.</b> {html.escape(whole_intervals(caption))}"
+                "</figcaption></figure>"
             )
         )
 
@@ -151,9 +152,9 @@ class Document:
         parts = split_columns(table, keep, max_columns) if wide else [table]
         for k, part in enumerate(parts, start=1):
             label = f"Table {self.tables}" + (f" ({k}/{len(parts)})" if len(parts) > 1 else "")
-            text = caption if k == 1 else "continued: the same rows, further columns."
+            text = whole_intervals(caption) if k == 1 else "continued: the same rows, further columns."
             body = styled(part).to_html() if len(part) else "<p><i>(no rows)</i></p>"
-            foot = f'<p class="table-note">{html.escape(note)}</p>' if note and k == len(parts) else ""
+            foot = f'<p class="table-note">{html.escape(whole_intervals(note))}</p>' if note and k == len(parts) else ""
             display(
                 HTML(
                     f'<div class="report-table{" wide" if len(part.columns) > WIDE_TABLE else ""}">'
