@@ -39,7 +39,11 @@ def _parser() -> argparse.ArgumentParser:
     pipeline.add_argument(
         "--report-dir", default=None, help="where the report is exported (default: report/, or <out>/report with --out)"
     )
-    pipeline.add_argument("--no-provision", action="store_true", help="do not provision Xception weights first")
+    pipeline.add_argument(
+        "--no-provision",
+        action="store_true",
+        help="do not provision Xception weights first, nor the lung model before the shortcut stage",
+    )
     _executor_options(pipeline)
 
     data = sub.add_parser("data", help="data commands")
@@ -104,6 +108,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     lungs.add_argument("--root", default=None, help="data root holding lung-masks/ (default: as everywhere else)")
     lungs.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of the intervals (default 1000)")
+    lungs.add_argument(
+        "--profile", default="default", help="whose lung_unet settings (notebooks.05_shortcuts.set; default: default)"
+    )
     return parser
 
 
@@ -222,16 +229,20 @@ def _predict(args: argparse.Namespace) -> int:
     out = args.out or registry.PREDICT.run_folder(f"cli-{datetime.now():%Y%m%d-%H%M%S}", root)
     with runner.output_root_for_kernels(Path(root).resolve()):
         reference = predict.reference_for(models)
-        table = predict.predict(args.inputs, models, reference, out, saliency_maps=not args.no_saliency)
+        lung = predict.lung_field(root, profile=models[0].result.get("profile")) if not args.no_saliency else None
+        table = predict.predict(args.inputs, models, reference, out, saliency_maps=not args.no_saliency, lung=lung)
     note = predict.caveat(root)
-    predict.write_provenance(models, reference, out, note)
+    predict.write_provenance(models, reference, out, note, lung)
     print(note)
+    if lung is not None:
+        print(f"lungs outlined on the overlays, and Grad-CAM's share inside them: {lung.description}")
     for row in table.itertuples():
         if row.error:
             print(f"{row.path}: not scored ({row.error})")
         else:
             flag = "  OUT OF DISTRIBUTION" if row.ood_flag else ""
-            print(f"{row.path}: {row.model} P(COVID-19) = {row.probability:.3f} -> {row.decision}{flag}")
+            lungs_line = f"; Grad-CAM in lungs {row.lung_share:.0%} ({row.lung_mask})" if row.lung_mask else ""
+            print(f"{row.path}: {row.model} P(COVID-19) = {row.probability:.3f} -> {row.decision}{flag}{lungs_line}")
     print(f"written to {out} (predictions.csv, saliency/, contact_sheet.png, provenance.json)")
     return 0
 
@@ -244,7 +255,7 @@ def _lungs(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     cache = Path(args.out).resolve() / "cache" if args.out else config.cache_dir()
-    path = lungs.provision(cache, root=args.root, verbose=2)
+    path = lungs.provision(cache, lungs.profile_settings(args.profile), root=args.root, verbose=2)
     provision_seconds = time.perf_counter() - started
     measured = lungs.measure(path, args.root, n_boot=args.n_boot)
     record = measured["training"]

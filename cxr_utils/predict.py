@@ -9,6 +9,12 @@ through the comparison run), each with the threshold chosen on val. The out-of-d
 training images; an image is flagged when that distance is beyond the 99th percentile of the val
 images' distances (and always when it is a colour image: radiographs are grey). Bad files get a
 row with the reason; nothing stops the batch.
+
+Each Grad-CAM overlay outlines the image's lungs (yellow), and ``lung_share`` is the share of the
+map's mass inside them: the lung segmentation model's mask where the build cached one (the model
+the shortcut run used, else the one of the build's profile; nothing is trained here), the fixed
+central rectangle where there is none or where the image's mask is flagged as implausible; the
+``lung_mask`` column says which, image by image.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from . import config, registry, results
-from .analysis import heldout, saliency
+from .analysis import heldout, lungs, saliency
 from .data import datasets
 from .data.images import ImageReadError, open_checked, resize_gray8, to_gray8
 from .modeling import backbones, features, training
@@ -37,7 +43,8 @@ CAVEAT = (
     "See the report's section 'What is the model looking at?' ({report})."
 )
 COLUMNS = ["path", "model", "run", "probability", "decision", "threshold", "ood_flag", "ood_score", "ood_threshold",
-           "note", "error", "saliency"]  # fmt: skip
+           "note", "error", "saliency", "lung_share", "lung_mask"]  # fmt: skip
+RECTANGLE = "fixed rectangle"
 
 
 class NoBuild(config.ConfigError):
@@ -203,30 +210,87 @@ def reference_for(
     return ood_reference(manifest, found.backbone, found.weights, found.size, found.policy)
 
 
+@dataclass
+class LungField:
+    """Where the overlays' lungs come from: a lung segmentation model (None: the fixed rectangle
+    of :func:`cxr_utils.analysis.saliency.central_lung_mask` for every image), said in words."""
+
+    model: object | None
+    description: str
+
+    def masks(self, grays: list[np.ndarray]) -> tuple[list[np.ndarray | None], list[str]]:
+        """Per image: its U-Net mask at the model's input size (None where the rectangle stands
+        in) and what was used ("U-Net", or "fixed rectangle" and why)."""
+        if self.model is None:
+            return [None] * len(grays), [f"{RECTANGLE} (no lung model)"] * len(grays)
+        side = int(self.model.input_shape[1])
+        found = lungs.lung_masks(self.model, np.stack([resize_gray8(g, side) for g in grays]))
+        used = [f"{RECTANGLE} (U-Net mask flagged: {r})" if r else "U-Net" for r in found.reasons]
+        return [None if r else m for m, r in zip(found.masks, found.reasons)], used
+
+
+def lung_field(
+    out: str | Path | None = None, shortcuts_run: str = "shortcuts", profile: str | None = None
+) -> LungField:
+    """The lung field of a build, without training anything: the lung model the shortcut run used
+    (its ``result.json``), else the one cached for the build's ``profile`` under the output
+    root's cache, else the fixed rectangle (and why)."""
+    root = Path(out) if out else config.output_root()
+    recorded = (results.read_result(registry.SHORTCUTS.run_folder(shortcuts_run, root)) or {}).get(
+        "lung_segmentation"
+    ) or {}
+    path = Path(recorded["model"]) if recorded.get("model") else None
+    how = f"the lung U-Net the shortcut run '{shortcuts_run}' used"
+    if path is None or not path.is_file():
+        path, how = None, f"the lung U-Net cached for profile '{profile}'"
+        if profile:
+            try:
+                path = lungs.cached(root / "cache", lungs.profile_settings(profile))
+            except config.ConfigError:
+                path = None
+    if path is None:
+        return LungField(
+            None,
+            f"the {RECTANGLE} (rows 20-85 %, columns 15-85 % of the image): no lung model cached under "
+            f"{root / 'cache' / lungs.CACHE_FOLDER} (`python -m cxr_utils lungs` or `make report` trains one)",
+        )
+    return LungField(lungs.load_model(path), f"{how} ({path.name}); the {RECTANGLE} where its mask is flagged")
+
+
 def predict(
     inputs: list[str | Path],
     models: list[Model],
     reference: OODReference | None,
     out: str | Path,
     saliency_maps: bool = True,
+    lung: LungField | None = None,
 ) -> pd.DataFrame:
     """Score every image with every model; write ``predictions.csv``, one saliency overlay per
-    image and model under ``saliency/``, and ``contact_sheet.png`` into ``out``."""
+    image and model under ``saliency/`` (the lungs outlined: ``lung``'s masks, or the fixed
+    rectangle when it is None), and ``contact_sheet.png`` into ``out``."""
     out = Path(out)
     (out / "saliency").mkdir(parents=True, exist_ok=True)
     loaded = [load_image(path) for path in image_files(inputs)]
     good = [item for item in loaded if item.gray is not None]
     ood = _ood_scores(good, reference)
     rows = [{"path": str(item.path), "error": item.error} for item in loaded if item.gray is None]
+    lung = lung or LungField(None, f"the {RECTANGLE} (no lung model given)")
+    found, used = lung.masks([item.gray for item in good]) if saliency_maps and good else ([], [])
     for model in models if good else []:
         batch = np.stack([resize_gray8(item.gray, model.size) for item in good])
         probabilities = training.predict(model.model, saliency.model_images(model.model, batch))
         heat = saliency.gradcam(model.model, batch.astype("float32")) if saliency_maps else None
         for k, item in enumerate(good):
-            saved = ""
+            saved, share, mask_used = "", np.nan, ""
             if heat is not None:
+                mask = (
+                    saliency.central_lung_mask(model.size)
+                    if found[k] is None
+                    else lungs.resize_mask(found[k], model.size)
+                )
+                share, mask_used = float(saliency.mass_share(heat[k], mask)[0]), used[k]
                 saved = str(out / "saliency" / f"{k:03d}_{item.path.stem}_{model.key.kind}.png")
-                _save_png(saliency.overlay(batch[k], heat[k]), saved)
+                _save_png(saliency.outline(saliency.overlay(batch[k], heat[k]), mask), saved)
             score, flag = ood.get(item.path, (np.nan, False))
             rows.append(
                 {
@@ -242,6 +306,8 @@ def predict(
                     "note": "; ".join(item.notes),
                     "error": "",
                     "saliency": saved,
+                    "lung_share": share,
+                    "lung_mask": mask_used,
                 }
             )
     table = pd.DataFrame(rows, columns=COLUMNS)
@@ -284,8 +350,11 @@ def contact_sheet(table: pd.DataFrame, path: str | Path) -> Path:
     for ax, row in zip(axes.flat, rows.itertuples()):
         ax.imshow(Image.open(row.saliency))
         flag = " OOD!" if row.ood_flag else ""
+        where = "U-Net" if row.lung_mask == "U-Net" else "rectangle"
         ax.set_title(
-            f"{Path(row.path).name[:22]}\n{row.model}: {row.probability:.2f} ({row.decision}){flag}", fontsize=6
+            f"{Path(row.path).name[:22]}\n{row.model}: {row.probability:.2f} ({row.decision}){flag}\n"
+            f"Grad-CAM in lungs ({where}): {row.lung_share:.0%}",
+            fontsize=6,
         )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -301,9 +370,11 @@ def caveat(out: str | Path | None = None, shortcuts_run: str = "shortcuts") -> s
     return CAVEAT.format(finding=finding, report=registry.REPORT_DIR / "report.html#5.-What-is-the-model-looking-at?")
 
 
-def write_provenance(models: list[Model], reference: OODReference | None, out: str | Path, note: str) -> Path:
+def write_provenance(
+    models: list[Model], reference: OODReference | None, out: str | Path, note: str, lung: LungField | None = None
+) -> Path:
     """``provenance.json`` beside the predictions: each model's run, commit, profile and training
-    data, the OOD reference, and the caveat."""
+    data, the OOD reference, the lung field of the overlays, and the caveat."""
     target = Path(out) / "provenance.json"
     target.write_text(
         json.dumps(
@@ -318,6 +389,7 @@ def write_provenance(models: list[Model], reference: OODReference | None, out: s
                     "percentile of val": OOD_PERCENTILE,
                     "neighbours": reference.neighbours,
                 },
+                "lung_field": (lung or LungField(None, f"the {RECTANGLE} (no lung model given)")).description,
                 "caveat": note,
             },
             indent=2,

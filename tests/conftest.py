@@ -150,6 +150,25 @@ def mirror_build(mirror_root: Path):
     return manifest.merge_sources(mirror_root, sources.SOURCES, progress=False)
 
 
+@pytest.fixture
+def small_mask_root(mirror_root: Path, tmp_path: Path) -> Path:
+    """A data root with 8 real Montgomery/Shenzhen pairs and 2 JSRT pairs (lung segmentation)."""
+    import shutil
+
+    from cxr_utils.analysis import lungs
+
+    src, root = mirror_root / lungs.MASK_SETS, tmp_path / "data"
+    names = {lungs.TRAIN_SET: ["MCUCXR_0001_0.png", "MCUCXR_0002_0.png", "MCUCXR_0003_0.png", "MCUCXR_0004_0.png"]}
+    names[lungs.TRAIN_SET] += ["CHNCXR_0001_0.png", "CHNCXR_0002_0.png", "CHNCXR_0003_0.png", "CHNCXR_0004_0.png"]
+    names[lungs.TEST_SET] = ["JPCLN001.png", "JPCNN001.png"]
+    for which, files in names.items():
+        for part in ("images", "masks"):
+            (root / lungs.MASK_SETS / which / part).mkdir(parents=True)
+            for name in files:
+                shutil.copy(src / which / part / name, root / lungs.MASK_SETS / which / part / name)
+    return root
+
+
 def write_probe_notebook(path: Path, parameters: str, body: str) -> Path:
     """A tiny notebook for the runner tests: a typing import, a parameters cell, one body cell."""
     import nbformat

@@ -10,6 +10,7 @@ from dataclasses import replace
 
 import pytest
 
+from cxr_utils import __main__ as cli
 from cxr_utils import config, registry
 from cxr_utils.reporting import collect
 from cxr_utils.runs import pipeline
@@ -106,3 +107,69 @@ def test_the_course_profile_runs_its_rules_at_smoke_size(tmp_path, mirror_root, 
     assert finals == [f"final_{chosen.run}_seed1", f"final_{chosen.run}_seed2"]  # the course profile's two seeds
     final = next(r for r in custom if r["run"] == finals[0])
     assert final["effective"]["epochs"] == 15 and final["effective"]["max_train_images"] is None
+
+
+def test_the_lung_model_is_provisioned_once_just_before_the_shortcut_stage(tmp_path, monkeypatch):
+    events = []
+    monkeypatch.setattr(pipeline, "provision_weights", lambda backbone, base: events.append(("weights", backbone)))
+    monkeypatch.setattr(
+        pipeline, "provision_lungs", lambda profile, base: events.append(("lungs", profile, base)) or 2.0
+    )
+    monkeypatch.setattr(
+        pipeline.runner, "run_batch", lambda notebook, files, **kwargs: events.append(("stage", notebook.stem)) or []
+    )
+    stages = [s for s in pipeline.STAGES if s.name in ("comparison", "shortcuts", "set-ups")]
+    stages.insert(2, stages[1])  # a second shortcut stage does not provision again
+    out = tmp_path / "out"
+    assert pipeline.run_pipeline(stages, profile="smoke", out=out, export_to=None, provision=pipeline.PROVISIONED)
+    assert events == [
+        ("weights", "xception"),
+        ("stage", "04_comparison"),
+        ("lungs", "smoke", out.resolve()),
+        ("stage", "05_shortcuts"),
+        ("stage", "05_shortcuts"),
+        ("stage", "06_setups"),
+    ]
+    events.clear()
+    assert pipeline.run_pipeline(stages, profile="smoke", out=out, export_to=None, provision=())  # --no-provision
+    assert [e for e in events if e[0] != "stage"] == []
+    events.clear()
+    training = [s for s in pipeline.STAGES if s.name == "data merge"]  # no shortcut stage: no lung model
+    assert pipeline.run_pipeline(training, profile="smoke", out=out, export_to=None, provision=pipeline.PROVISIONED)
+    assert [e[0] for e in events] == ["weights", "stage"]
+
+    asked = {}
+    monkeypatch.setattr(pipeline, "run_pipeline", lambda **kwargs: asked.update(kwargs) or True)
+    assert cli.main(["pipeline", "--profile", "smoke", "--out", str(out)]) == 0
+    assert pipeline.LUNGS in asked["provision"] and "xception" in asked["provision"]
+    assert cli.main(["pipeline", "--profile", "smoke", "--out", str(out), "--no-provision"]) == 0
+    assert asked["provision"] == ()
+
+
+@pytest.mark.slow
+@pytest.mark.mirror
+def test_the_lung_model_is_trained_once_where_notebook_05_finds_it(small_mask_root, tmp_path, clean_env, capsys):
+    """The smoke profile's lung model on 8 real training images: trained into <out>/cache, found
+    there the next time and by notebook 05's own call (its kernels see CXR_OUTPUT_DIR=<out>), with
+    nothing written inside the checkout; missing mask sets are reported and the job goes on."""
+    from cxr_utils.analysis import lungs
+
+    clean_env.setenv("CXR_OFFLINE", "1")
+    clean_env.setenv("CXR_DATA_ROOT", str(small_mask_root))
+    out, before = tmp_path / "out", project_files()
+    first = pipeline.provision_lungs("smoke", out)
+    printed = capsys.readouterr().out
+    assert "trained in" in printed and "JSRT (independent), n=2: Dice" in printed
+    assert f"provisioned and measured in {first:.0f} s" in printed
+    path = lungs.cached(out / "cache", lungs.profile_settings("smoke"))
+    assert path is not None and path.parent == out / "cache" / "lungs"
+    pipeline.provision_lungs("smoke", out)
+    assert "found in the cache" in capsys.readouterr().out
+    clean_env.setenv("CXR_OUTPUT_DIR", str(out))
+    assert lungs.provision(config.cache_dir(), lungs.profile_settings("smoke")) == path  # the notebook's call
+    assert project_files() == before, "provisioning wrote inside the checkout"
+    clean_env.setenv("CXR_DATA_ROOT", str(tmp_path / "no-masks"))
+    (tmp_path / "no-masks").mkdir()
+    pipeline.provision_lungs("smoke", tmp_path / "other")
+    missing = capsys.readouterr().out
+    assert "lung model not provisioned" in missing and "fixed rectangle for every image" in missing

@@ -231,3 +231,60 @@ def test_lateral_views_and_a_ct_slice_are_flagged_against_frontal_training_image
     assert (reference.scores(vectors(load(lateral))) > reference.threshold).sum() >= 6
     assert reference.scores(vectors([axial_ct_slice()]))[0] > reference.threshold
     assert (reference.scores(vectors(unseen_frontal)) > reference.threshold).sum() <= 1
+
+
+class PlantedLungs:
+    """Stands in for the lung U-Net: two lungs for a bright image, nothing (a flagged mask) for a dark one."""
+
+    input_shape = (None, 32, 32, 1)
+
+    def predict_on_batch(self, batch):
+        rows, cols = (np.mgrid[:32, :32] + 0.5) / 32
+        two = ((np.abs(cols - 0.5) - 0.2) / 0.13) ** 2 + ((rows - 0.5) / 0.3) ** 2 <= 1
+        bright = batch.mean(axis=(1, 2, 3)) > 64
+        return np.where(bright[:, None, None, None], two[None, ..., None], 0.0).astype(np.float32)
+
+
+def test_overlays_outline_the_lungs_and_say_which_mask(build, tmp_path):
+    save(tmp_path / "in" / "bright.png", (pattern(1, 64) // 2 + 120).astype(np.uint8))
+    save(tmp_path / "in" / "dark.png", (pattern(2, 64) // 8).astype(np.uint8))
+    found = predict.load_models("comparison", ("custom",), build)
+    with_model = predict.predict(
+        [tmp_path / "in"], found, None, tmp_path / "u", lung=predict.LungField(PlantedLungs(), "planted")
+    )
+    by_name = with_model.set_index(with_model["path"].map(lambda p: Path(p).name))
+    assert by_name.loc["bright.png", "lung_mask"] == "U-Net"
+    assert by_name.loc["dark.png", "lung_mask"].startswith("fixed rectangle (U-Net mask flagged: area")
+    shares = with_model["lung_share"]  # NaN where an untrained model's Grad-CAM map is blank
+    assert (shares.between(0, 1) | shares.isna()).all()
+    overlay = np.asarray(Image.open(by_name.loc["bright.png", "saliency"]))
+    assert ((overlay == (255, 255, 0)).all(axis=-1)).sum() > 20  # the outline, in yellow
+    without = predict.predict([tmp_path / "in"], found, None, tmp_path / "r")  # no lung model given
+    assert without["lung_mask"].eq("fixed rectangle (no lung model)").all()
+    plain = predict.predict([tmp_path / "in"], found, None, tmp_path / "p", saliency_maps=False)
+    assert plain["lung_mask"].eq("").all() and plain["lung_share"].isna().all()  # no map, no share
+
+
+def test_the_lung_field_is_the_build_s_cached_model_or_the_stated_rectangle(build, tmp_path, capsys):
+    from cxr_utils.modeling.segmentation import build_unet
+
+    fallback = predict.lung_field(build, profile="smoke")  # nothing cached under this build: never trains
+    assert fallback.model is None and "no lung model cached under" in fallback.description
+    assert str(build / "cache" / "lungs") in fallback.description
+    model_file = build / "cache" / "lungs" / "abc.keras"
+    model_file.parent.mkdir(parents=True)
+    build_unet(16, (4, 8)).save(model_file)
+    shortcuts = registry.SHORTCUTS.run_folder("shortcuts", build)
+    shortcuts.mkdir(parents=True)
+    (shortcuts / "result.json").write_text(
+        json.dumps({"status": "complete", "verdict": ["x."], "lung_segmentation": {"model": str(model_file)}})
+    )
+    used = predict.lung_field(build)
+    assert used.model is not None and "shortcut run 'shortcuts'" in used.description and "abc.keras" in used.description
+    save(tmp_path / "one.png", pattern(5, 64))
+    argv = ["predict", str(tmp_path / "one.png"), "--model", "custom", "--out-root", str(build)]
+    assert cli.main([*argv, "--out", str(tmp_path / "cli")]) == 0
+    printed = capsys.readouterr().out
+    assert "lungs outlined on the overlays" in printed and "abc.keras" in printed and "Grad-CAM in lungs" in printed
+    provenance = json.loads((tmp_path / "cli" / "provenance.json").read_text())
+    assert "abc.keras" in provenance["lung_field"]

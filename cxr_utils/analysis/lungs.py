@@ -26,11 +26,13 @@ import pandas as pd
 from PIL import Image
 from scipy import ndimage
 
-from .. import config
+from .. import config, registry
+from ..data import datasets
 from ..data.images import load_gray8, resize_gray8
 from ..modeling.precision import cpu_description
 from ..modeling.segmentation import UNetSettings, load_unet, train_unet
 from .evaluation import group_resample
+from .saliency import central_lung_mask
 
 MASK_SETS = "lung-masks"  # under the data root
 TRAIN_SET = "montgomery-shenzhen"
@@ -38,6 +40,7 @@ TEST_SET = "jsrt"
 JSRT_LUNG_LABELS = (150, 200)  # right and left lung; 250 is the heart
 KEY_VERSION = 1  # bump when the training code changes what a cached model is
 CACHE_FOLDER = "lungs"
+PARAMETER = "lung_unet"  # notebook 05's parameter holding the settings; profiles set it (notebooks.05_shortcuts.set)
 
 # A plausible lung mask: between these shares of the image, and two main parts, one each side of
 # the midline, the smaller at least SECOND_PART of the larger (after dropping specks under MIN_PART).
@@ -97,18 +100,22 @@ def jsrt_lungs(labels: np.ndarray) -> np.ndarray:
     return np.isin(np.asarray(labels), JSRT_LUNG_LABELS)
 
 
-def _resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
+def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
+    """A boolean mask resized to ``size`` x ``size`` (bilinear, then thresholded at 0.5)."""
     if mask.shape == (size, size):
         return mask
     soft = Image.fromarray(mask.astype(np.float32)).resize((size, size), Image.BILINEAR)
     return np.asarray(soft) >= 0.5
 
 
-def read_mask_set(which: str, root: str | os.PathLike | None = None, size: int | None = None) -> MaskSet:
-    """A lung-mask set (``TRAIN_SET`` or ``TEST_SET``), images and masks resized to ``size`` when given.
-    Every image needs a mask of the same name and shape."""
+def read_mask_set(
+    which: str, root: str | os.PathLike | None = None, size: int | None = None, only: Sequence[str] | None = None
+) -> MaskSet:
+    """A lung-mask set (``TRAIN_SET`` or ``TEST_SET``), images and masks resized to ``size`` when given,
+    only the images named in ``only`` when given. Every image needs a mask of the same name and shape."""
     folder = mask_folder(which, root)
-    names = sorted(p.name for p in (folder / "images").glob("*.png"))
+    wanted = None if only is None else set(only)
+    names = sorted(p.name for p in (folder / "images").glob("*.png") if wanted is None or p.name in wanted)
     images, masks = [], []
     for name in names:
         mask_file = folder / "masks" / name
@@ -119,7 +126,7 @@ def read_mask_set(which: str, root: str | os.PathLike | None = None, size: int |
             raise LungMaskError(f"{name}: image {image.shape} and mask {labels.shape} differ in shape ({folder})")
         mask = jsrt_lungs(labels) if which == TEST_SET else labels >= 128
         if size is not None:
-            image, mask = resize_gray8(image, size), _resize_mask(mask, size)
+            image, mask = resize_gray8(image, size), resize_mask(mask, size)
         images.append(image)
         masks.append(mask)
     return MaskSet(names, np.stack(images), np.stack(masks))
@@ -372,6 +379,31 @@ def provision(
     return target
 
 
+def cached(
+    cache_root: str | os.PathLike | None = None,
+    settings: UNetSettings | None = None,
+    root: str | os.PathLike | None = None,
+) -> Path | None:
+    """The cached lung model for these settings and training files if it is there, else None
+    (never trains; None too where the mask sets are missing, since they make the key)."""
+    try:
+        folder = mask_folder(TRAIN_SET, root)
+    except config.ConfigError:
+        return None
+    key = cache_key(settings or UNetSettings(), file_list(folder))
+    target = cached_model_path(Path(cache_root) if cache_root else config.cache_dir(), key)
+    return target if target.is_file() else None
+
+
+def profile_settings(profile: str) -> UNetSettings:
+    """The lung model's settings at a profile: notebook 05's ``lung_unet`` parameter (its default:
+    the smoke profile's tiny model) with the profile's rules for that notebook applied, as the
+    notebook itself applies them. The main job provisions with these before notebook 05 runs."""
+    default = config.notebook_parameters(registry.SHORTCUTS.stem)[PARAMETER].default
+    effective, _ = config.apply_profile({PARAMETER: default}, profile, registry.SHORTCUTS.stem)
+    return UNetSettings.from_dict(effective[PARAMETER])
+
+
 def training_record(model_path: Path) -> dict:
     """The record written beside a cached model (see :func:`provision`)."""
     return json.loads(Path(model_path).with_suffix(".json").read_text())
@@ -386,18 +418,155 @@ def measure(
     model_path: Path, root: str | os.PathLike | None = None, n_boot: int = 1000, seed: int = 0
 ) -> dict[str, dict]:
     """Dice/IoU with intervals on JSRT (independent) and on the held-back Montgomery/Shenzhen
-    images (at their 256 px), and the training record."""
+    images (at their 256 px), the fixed rectangle's on JSRT for comparison, and the training record."""
     record = training_record(model_path)
     model = load_model(model_path)
-    train_set = read_mask_set(TRAIN_SET, root)
-    held = np.isin(train_set.names, record["held_back"])
+    held_back = read_mask_set(TRAIN_SET, root, only=record["held_back"])
     out = {}
-    for name, data in (("jsrt", read_mask_set(TEST_SET, root)), ("held_back", train_set.subset(held))):
+    jsrt = read_mask_set(TEST_SET, root)
+    for name, data in (("jsrt", jsrt), ("held_back", held_back)):
         started = time.perf_counter()
         summary, _ = evaluate(model, data, n_boot=n_boot, seed=seed)
         out[name] = {**summary, "seconds": round(time.perf_counter() - started, 2)}
+    out["jsrt_rectangle"] = rectangle_scores(jsrt, n_boot=n_boot, seed=seed)
     out["training"] = {k: v for k, v in record.items() if k not in ("history", "held_back")}
     return out
+
+
+def rectangle_scores(data: MaskSet, n_boot: int = 1000, seed: int = 0) -> dict[str, dict[str, float]]:
+    """Dice and IoU (with intervals, as :func:`evaluate`) of the fixed rectangle of
+    :func:`cxr_utils.analysis.saliency.central_lung_mask` as every image's lung mask."""
+    rectangle = np.broadcast_to(central_lung_mask(data.images.shape[1]), data.masks.shape)
+    return {
+        "dice": bootstrap_mean(dice(rectangle, data.masks), data.groups, n_boot, seed),
+        "iou": bootstrap_mean(iou(rectangle, data.masks), data.groups, n_boot, seed),
+        "flagged": {"value": 0.0, "count": 0},
+    }
+
+
+def measure_table(measured: Mapping[str, dict]) -> pd.DataFrame:
+    """:func:`measure`'s result as a table, one row per set (JSRT, held-back, and the fixed
+    rectangle on JSRT): images, Dice and IoU with their intervals, and the masks flagged as
+    implausible (none for the rectangle: it is never checked)."""
+    names = {
+        "jsrt": "JSRT (independent)",
+        "held_back": "held-back Montgomery/Shenzhen",
+        "jsrt_rectangle": "JSRT, the fixed rectangle",
+    }
+    return pd.DataFrame(
+        [
+            {
+                "set": label,
+                "n": measured[name]["dice"]["n"],
+                **{
+                    f"{metric}{suffix}": measured[name][metric][part]
+                    for metric in ("dice", "iou")
+                    for suffix, part in (("", "value"), (" low", "low"), (" high", "high"))
+                },
+                "flagged": measured[name]["flagged"]["count"],
+            }
+            for name, label in names.items()
+            if name in measured
+        ]
+    )
+
+
+def measure_line(measured: Mapping[str, dict]) -> str:
+    """Dice and IoU with their intervals and the flagged count, per set, in one line."""
+    return "; ".join(
+        f"{r['set']}, n={r['n']}: Dice {r['dice']:.3f} [{r['dice low']:.3f}, {r['dice high']:.3f}], "
+        f"IoU {r['iou']:.3f} [{r['iou low']:.3f}, {r['iou high']:.3f}], {r['flagged']} flagged"
+        for r in measure_table(measured).to_dict("records")
+    )
+
+
+# --------------------------------------------------------------------------- the lung field of the probes
+
+
+class LungFields:
+    """Each image's lung field, at any size, for analyses that hide or weigh "the lungs".
+
+    The model's mask is made once per image (from the image file at the model's input size, via
+    the image cache), then resized to the size asked for; where the mask is flagged
+    (:func:`implausible`), or where there is no model, the fixed rectangle of
+    :func:`cxr_utils.analysis.saliency.central_lung_mask` stands in. :meth:`images` lists what
+    each image got.
+    """
+
+    def __init__(self, model, root: str | os.PathLike, reason_without_model: str = "no lung model"):
+        self.model = model
+        self.root = Path(root)
+        self.reason_without_model = reason_without_model
+        self._found: dict[str, tuple[np.ndarray | None, str]] = {}  # image_id -> (mask at model size, reason)
+        self._source: dict[str, str] = {}
+
+    def __call__(self, rows: pd.DataFrame, size: int) -> np.ndarray:
+        """Boolean (N, size, size) for manifest rows (columns image_id, path, sha256, source), in order."""
+        self.segment(rows)
+        ids = rows["image_id"].astype(str).tolist()
+        rectangle = central_lung_mask(size)
+        out = [rectangle if self._found[i][1] else resize_mask(self._found[i][0], size) for i in ids]
+        return np.stack(out) if out else np.zeros((0, size, size), bool)
+
+    def segment(self, rows: pd.DataFrame) -> None:
+        """Segment the images of these manifest rows not seen yet (each image once)."""
+        rows = rows[~rows["image_id"].astype(str).isin(self._found)].drop_duplicates("image_id")
+        if not len(rows):
+            return
+        self._source.update(zip(rows["image_id"].astype(str), rows["source"].astype(str)))
+        if self.model is None:
+            self._found.update((str(i), (None, self.reason_without_model)) for i in rows["image_id"])
+            return
+        side = int(self.model.input_shape[1])
+        loaded = datasets.load_rows(rows, side, root=self.root)
+        found = lung_masks(self.model, loaded.x)
+        for image_id, mask, reason in zip(loaded.rows["image_id"].astype(str), found.masks, found.reasons):
+            self._found[image_id] = (mask, reason)
+        for bad in loaded.failures.itertuples():
+            self._found[str(bad.image_id)] = (None, f"unreadable: {bad.reason}")
+
+    def images(self) -> pd.DataFrame:
+        """One row per image seen: image_id, source, mask ("U-Net" or "rectangle"), reason, and
+        the share of the image inside its mask at the model's size (NaN for the rectangle)."""
+        return pd.DataFrame(
+            [
+                {
+                    "image_id": image_id,
+                    "source": self._source.get(image_id, ""),
+                    "mask": "rectangle" if reason else "U-Net",
+                    "reason": reason,
+                    "area share": float(mask.mean()) if mask is not None and not reason else np.nan,
+                }
+                for image_id, (mask, reason) in self._found.items()
+            ],
+            columns=["image_id", "source", "mask", "reason", "area share"],
+        )
+
+    def flagged(self) -> pd.DataFrame:
+        """Per source: the images seen, how many got the rectangle because their mask was
+        flagged (and the share), the reasons by kind, and the U-Net masks' mean area share."""
+        seen = self.images()
+        rows = []
+        for source, part in seen.groupby("source", sort=True):
+            kinds = part.loc[part["reason"] != "", "reason"].map(reason_kind).value_counts()
+            rows.append(
+                {
+                    "source": source,
+                    "images": len(part),
+                    "flagged": int((part["reason"] != "").sum()),
+                    "flagged share": float((part["reason"] != "").mean()),
+                    "reasons": "; ".join(f"{kind}: {count}" for kind, count in kinds.items()),
+                    "lung area share": float(part["area share"].mean()) if part["area share"].notna().any() else np.nan,
+                }
+            )
+        return pd.DataFrame(
+            rows, columns=["source", "images", "flagged", "flagged share", "reasons", "lung area share"]
+        )
+
+
+def reason_kind(reason: str) -> str:
+    """A flag's reason without its numbers ("area 5% (plausible 8%-70%)" -> "area")."""
+    return "area" if reason.startswith("area") else reason
 
 
 # --------------------------------------------------------------------------- looking at it

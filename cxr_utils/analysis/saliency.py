@@ -7,8 +7,9 @@ or ``("mobilenet025_extractor", "backbone", "conv_pw_13_relu")`` for an end-to-e
 model (see :func:`last_conv_layer`).
 
 The region masks (:func:`central_lung_mask`, :func:`border_mask`) are fixed geometric
-approximations of a frontal chest X-ray's layout: no lung segmentation model is available
-offline, so they are the same rectangle / band for every image, not the image's own lungs.
+approximations of a frontal chest X-ray's layout, the same rectangle / band for every image.
+Each image's own lungs come from the segmentation model (:mod:`cxr_utils.analysis.lungs`); the
+rectangle stands in where its mask is flagged as implausible or where no model is cached.
 """
 
 from __future__ import annotations
@@ -251,6 +252,19 @@ def overlay(gray: np.ndarray, heat: np.ndarray, alpha: float = 0.4) -> np.ndarra
     colour = colormaps["jet"](np.clip(heat, 0.0, 1.0))[..., :3] * 255.0
     base = np.repeat(np.clip(gray, 0.0, 255.0)[..., None], 3, axis=-1)
     return np.clip((1.0 - alpha) * base + alpha * colour + 0.5, 0, 255).astype(np.uint8)
+
+
+def outline(rgb: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int] = (255, 255, 0)) -> np.ndarray:
+    """A copy of an RGB image (S, S, 3) with the edge of a boolean mask (S, S) drawn in ``colour``
+    (the mask's pixels with a 4-neighbour outside it, or on the image's edge)."""
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape != rgb.shape[:2]:
+        raise ValueError(f"mask {mask.shape} and image {rgb.shape[:2]} differ in size")
+    padded = np.pad(mask, 1, constant_values=False)
+    inner = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    drawn = np.array(rgb, copy=True)
+    drawn[mask & ~inner] = colour
+    return drawn
 
 
 def central_lung_mask(size: int) -> np.ndarray:

@@ -13,8 +13,9 @@ learn the hospital, not the disease. The probes here measure how far that goes:
 - paired differences (the same images scored twice) and a verdict that cites every probe.
 
 Every score comes with group-bootstrap intervals (:mod:`cxr_utils.analysis.evaluation`). The lung
-field of each image comes from :func:`lung_masks` (one boolean mask per image), so a segmentation
-model can replace today's fixed rectangle without touching the occlusion or saliency code.
+field of each image comes from :func:`lung_masks` (one boolean mask per image): in notebook 05 the
+segmentation model's mask (:class:`cxr_utils.analysis.lungs.LungFields`), the fixed rectangle
+where that mask is flagged; the occlusion and saliency code take whichever mask they are given.
 """
 
 from __future__ import annotations

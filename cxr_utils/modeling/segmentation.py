@@ -9,12 +9,14 @@ held-back Dice is kept).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from .. import config
 from .training import Training, fit, seed_everything
 
 MONITOR = "val_dice"
@@ -36,6 +38,47 @@ class UNetSettings:
 
     def as_dict(self) -> dict:
         return {**asdict(self), "filters": list(self.filters)}
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any] | None) -> UNetSettings:
+        """Settings from a mapping (a profile's or a notebook parameter's ``lung_unet``); keys it
+        leaves out keep their defaults. An unknown key or a value of the wrong kind is a
+        :class:`~cxr_utils.config.ConfigError` naming it."""
+        values = dict(values or {})
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise config.ConfigError(f"lung U-Net settings: unknown keys {unknown} (known: {', '.join(known)})")
+        problems = []
+        for key, value in values.items():
+            default = known[key].default
+            if key == "filters":
+                good = isinstance(value, (list, tuple)) and len(value) >= 2 and all(_whole(v) and v > 0 for v in value)
+            elif isinstance(default, bool):
+                good = isinstance(value, bool)
+            elif isinstance(default, int):
+                good = _whole(value) and value >= (0 if key == "seed" else 1)
+            else:  # the learning rate and the held-back share
+                good = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+                good = good and (key != "held_back" or value < 1)
+            if not good:
+                problems.append(f"{key} = {value!r}")
+        if problems:
+            raise config.ConfigError(f"lung U-Net settings: impossible values {', '.join(problems)}")
+        if "filters" in values:
+            values["filters"] = tuple(int(v) for v in values["filters"])
+        settings = cls(**values)
+        step = 2 ** (len(settings.filters) - 1)
+        if settings.size % step:
+            raise config.ConfigError(
+                f"lung U-Net settings: size {settings.size} must be divisible by {step} "
+                f"for {len(settings.filters)} levels"
+            )
+        return settings
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @contextlib.contextmanager

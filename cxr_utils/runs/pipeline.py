@@ -11,7 +11,8 @@ from pathlib import Path
 from .. import config, registry
 from . import final_fit, halving, runner, storage
 
-PROVISIONED = ("xception",)  # weights the main job provisions offline before its stages
+LUNGS = "lungs"  # the lung segmentation model, provisioned (trained once, cached) before the shortcut stage
+PROVISIONED = ("xception", LUNGS)  # what the main job provisions offline (--no-provision: nothing)
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,8 @@ def run_pipeline(
 ) -> bool:
     """Provision the named weights, then run every stage in order into one output root (``out``,
     else ``CXR_OUTPUT_DIR``, else ``outputs/``), export the report, print each stage's wall time.
+    With :data:`LUNGS` in ``provision``, the lung model at the profile's settings is provisioned
+    into that root's cache just before the first shortcut stage (its time a row of the table).
     With ``executor``, the runs of each stage go to Dask workers in parallel; stages stay in order.
     A run folder another process holds is waited for (``wait``) or skipped.
 
@@ -83,9 +86,13 @@ def run_pipeline(
     base = Path(out).resolve() if out else config.output_root()
     note_renamed_folders(base)
     for backbone in provision:
-        provision_weights(backbone, base)
-    timings, ok = [], True
+        if backbone != LUNGS:
+            provision_weights(backbone, base)
+    timings, ok, lungs_due = [], True, LUNGS in provision
     for stage in stages:
+        if lungs_due and stage.notebook is registry.SHORTCUTS:
+            timings.append(("lung model", provision_lungs(profile, base)))
+            lungs_due = False
         started = time.monotonic()
         files = stage.params_files(profile, base)
         print(f"== stage: {stage.name} ({len(files)} runs)", flush=True)
@@ -151,3 +158,39 @@ def provision_weights(backbone: str, base: Path) -> None:
             if problem is None:
                 raise
             raise storage.StorageError(storage.explain(*problem, f"provisioning {backbone} stopped", base)) from None
+
+
+def provision_lungs(profile: str, base: Path, n_boot: int = 1000) -> float:
+    """Provision the lung segmentation model at the profile's settings (notebook 05's
+    ``lung_unet``) into ``<base>/cache/lungs/``, where notebook 05 looks (its kernels see
+    ``CXR_OUTPUT_DIR=base``): trained once, then reused. Prints whether it was trained or found,
+    its Dice and IoU on JSRT and the held-back images, and the seconds it took; returns them.
+    Missing mask sets are reported and the job goes on (notebook 05 then uses the fixed
+    rectangle for every image and says so)."""
+    from ..analysis import lungs
+
+    started = time.monotonic()
+    try:
+        settings = lungs.profile_settings(profile)
+        found = lungs.cached(base / "cache", settings)
+        path = found or lungs.provision(base / "cache", settings)
+        measured = lungs.measure(path, n_boot=n_boot)
+    except config.ConfigError as err:
+        print(f"lung model not provisioned ({err}): notebook 05 uses the fixed rectangle for every image", flush=True)
+        return time.monotonic() - started
+    except OSError as err:
+        problem = storage.storage_errno(err)
+        if problem is None:
+            raise
+        raise storage.StorageError(storage.explain(*problem, "provisioning the lung model stopped", base)) from None
+    seconds = time.monotonic() - started
+    record = measured["training"]
+    how = (
+        "found in the cache"
+        if found
+        else f"trained in {record['train_seconds']:.0f} s ({record['epochs_run']} epochs on {record['train_images']} "
+        f"images at {record['settings']['size']} px, {record['cpu']} x{record['cores']})"
+    )
+    print(f"lung model {path.name} (profile {profile}): {how}; {lungs.measure_line(measured)}", flush=True)
+    print(f"lung model provisioned and measured in {seconds:.0f} s", flush=True)
+    return seconds
