@@ -179,3 +179,10 @@ def test_intervals_in_prose_are_joined_by_non_breaking_spaces():
     joined = document.whole_intervals(text)
     assert "0.022\u00a0[-0.010,\u00a00.051]" in joined and "own test AUC 0.812 vs" in joined
     assert "[8, 9]" in joined  # citations are not intervals
+
+
+def test_signed_intervals_stay_whole_too():
+    assert document.whole_intervals("difference +0.017 [-0.051, +0.090] (paired)") == (
+        "difference +0.017\u00a0[-0.051,\u00a0+0.090] (paired)"
+    )
+    assert document.unbreakable("+0.017 [-0.051, +0.090]") == "+0.017\u00a0[-0.051,\u00a0+0.090]"

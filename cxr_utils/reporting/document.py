@@ -37,7 +37,7 @@ def number_format(column: pd.Series) -> str | None:
     return "{:.3f}"
 
 
-INTERVAL = re.compile(r"^-?\d[\d.]* \[-?[\d.]+, -?[\d.]+\]$")  # "0.812 [0.770, 0.851]"
+INTERVAL = re.compile(r"^[-+]?\d[\d.]* \[[-+]?[\d.]+, [-+]?[\d.]+\]$")  # "0.812 [0.770, 0.851]", "+0.02 [-0.05, +0.09]"
 NBSP = "\u00a0"
 
 
@@ -231,7 +231,9 @@ def interval_text(value: float, low: float, high: float) -> str:
     return f"{value:.3f} [{low:.3f}, {high:.3f}]"
 
 
-PROSE_INTERVAL = re.compile(r"(?:-?\d*\.\d+\s)?\[-?\d*\.\d+,\s-?\d*\.\d+\]")  # "0.812 [0.770, 0.851]", not "[8, 9]"
+PROSE_INTERVAL = re.compile(
+    r"(?:[-+]?\d*\.\d+\s)?\[[-+]?\d*\.\d+,\s[-+]?\d*\.\d+\]"
+)  # "0.812 [0.770, 0.851]", not "[8, 9]"
 
 
 def whole_intervals(text: str) -> str:

@@ -106,8 +106,8 @@ def small_text(pages: list[Page]) -> list[str]:
     return defects
 
 
-OPENING = re.compile(r"\[-?\d*\.\d+,$")  # "[0.770," of "0.812 [0.770, 0.851]" (at a word's end; not "[8,")
-CLOSING = re.compile(r"-?\d*\.\d+\]")  # "0.851]"
+OPENING = re.compile(r"\[[-+]?\d*\.\d+,$")  # "[0.770," of "0.812 [0.770, 0.851]" (at a word's end; not "[8,")
+CLOSING = re.compile(r"[-+]?\d*\.\d+\]")  # "0.851]"
 SPREAD = re.compile(r"\(-?[\d.]+-[\d.]+\)")  # "(0.801-0.824)" of "0.812 (0.801-0.824)"
 
 
