@@ -147,7 +147,16 @@ def test_database_readme_missing_or_without_counts_is_named(readme_root):
 
 @pytest.mark.parametrize(
     "view, expected",
-    [("PA", "PA"), ("AP erect", "AP"), ("ap", "AP"), ("AP Supine", "AP Supine"), ("L", "other"), ("?", "not recorded")],
+    [
+        ("PA", "PA"),
+        ("AP erect", "AP"),
+        ("ap", "AP"),
+        ("AP Supine", "AP Supine"),
+        ("L", "other"),
+        ("?", "not recorded"),
+        (float("nan"), "not recorded"),
+        (None, "not recorded"),
+    ],  # fmt: skip
 )
 def test_view_classes(view, expected):
     assert facts.view_class(view) == expected

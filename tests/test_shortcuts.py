@@ -405,7 +405,7 @@ def test_the_verdict_cites_every_probe_and_states_its_thresholds():
         for line in lines
         if line.startswith("Trained transfer model (xception, seed 1) scores test AUC 0.931, frozen")
     )
-    assert transfer.endswith("essentially the same (a difference under 0.05).")
+    assert transfer.endswith("trained transfer model (xception, seed 1) is better, by less than 0.05.")
     assert any(line.endswith("trained transfer model (xception, seed 1) is better.") for line in lines)
     custom_occlusion = next(
         line for line in lines if line.startswith("With the lung field") and "the custom model" in line
@@ -481,3 +481,30 @@ def test_a_clean_verdict_and_tables_with_too_few_images():
         == 1
     )
     assert shortcuts.kept_share(0.5, 0.9) == 0 and np.isnan(shortcuts.kept_share(0.6, 0.5))
+
+
+def test_a_difference_is_essentially_the_same_only_when_its_interval_rules_out_a_large_one():
+    rows = evidence()["differences"]
+    for (low, high), expected in (
+        ((-0.02, 0.03), "essentially the same (the interval rules out a difference of 0.05 or more)."),
+        ((-0.02, 0.09), "no difference shown on these images."),
+        ((0.006, 0.069), "trained transfer model (xception, seed 1) is better."),
+    ):
+        changed = rows.copy()
+        changed.loc[2, ["difference", "low", "high"]] = [(low + high) / 2, low, high]
+        line = next(s for s in shortcuts.difference_sentences(changed) if s.startswith("Trained transfer model"))
+        assert line.endswith(expected), line
+
+
+def test_the_conclusion_claims_little_training_gain_and_no_lung_effect_only_where_every_interval_says_so():
+    tables = evidence()
+    gain = tables["differences"].copy()
+    gain.loc[0, ["difference", "low", "high"]] = [0.036, 0.006, 0.069]  # a small gain whose interval reaches 0.05
+    lungs = tables["occlusion_differences"].copy()
+    lungs.loc[lungs.index[0], ["difference", "low"]] = [0.05, 0.01]  # hiding the lungs cost more in one draw
+    conclusion = shortcuts.verdict(**{**tables, "differences": gain, "occlusion_differences": lungs})[-1]
+    assert "untrained features" not in conclusion and "equal area elsewhere" not in conclusion
+    custom_occlusion = next(
+        line for line in shortcuts.occlusion_sentences(tables["occlusion"], lungs) if "the custom model" in line
+    )
+    assert custom_occlusion.endswith("in 1 of 3 draws, so the lungs' own share is not settled.")

@@ -596,12 +596,13 @@ def difference_sentences(differences: pd.DataFrame) -> list[str]:
             )
             continue
         row = test.iloc[0]
-        if abs(row["difference"]) < CLOSE:
-            finding = f"essentially the same (a difference under {CLOSE:.2f})"
-        elif row["high"] < 0:
-            finding = f"{first} is worse"
+        small = f", by less than {CLOSE:.2f}" if max(abs(row["low"]), abs(row["high"])) < CLOSE else ""
+        if row["high"] < 0:
+            finding = f"{first} is worse{small}"
         elif row["low"] > 0:
-            finding = f"{first} is better"
+            finding = f"{first} is better{small}"
+        elif small:
+            finding = f"essentially the same (the interval rules out a difference of {CLOSE:.2f} or more)"
         else:
             finding = "no difference shown on these images"
         ext = rows[(rows["split"] == "external") & rows["difference"].notna()]
@@ -609,7 +610,7 @@ def difference_sentences(differences: pd.DataFrame) -> list[str]:
         lines.append(
             f"{first[0].upper() + first[1:]} scores test AUC {row['first auc']:.3f}, {second} "
             f"{row['second auc']:.3f}: difference {_signed(row)} (paired bootstrap over the same images{external}); "
-            f"threshold: an interval below or above 0 is worse or better, a difference under {CLOSE:.2f} essentially "
+            f"threshold: an interval below or above 0 is worse or better, an interval inside ±{CLOSE:.2f} essentially "
             f"the same: {finding}."
         )
     return lines
@@ -639,10 +640,12 @@ def _occlusion_facts(model: str, split: str, occlusion: pd.DataFrame, difference
     }
 
 
-def occlusion_reading(facts: dict) -> tuple[bool, bool]:
-    """(uses a good deal outside the lungs: keeps ``KEPT`` or more with them hidden; the lungs matter
-    more than an equal area elsewhere: the paired interval is above 0 in every random draw)."""
-    return bool(facts["kept"] >= KEPT), bool(facts["draws"] > 0 and facts["above"] == facts["draws"])
+def occlusion_reading(facts: dict) -> tuple[bool, str]:
+    """(uses a good deal outside the lungs: keeps ``KEPT`` or more with them hidden; in how many random
+    draws hiding the lungs cost more than hiding an equal area elsewhere, the paired interval above 0:
+    "every", "some" or "none")."""
+    above, draws = facts["above"], facts["draws"]
+    return bool(facts["kept"] >= KEPT), "every" if draws and above == draws else "some" if above else "none"
 
 
 def occlusion_sentences(occlusion: pd.DataFrame, differences: pd.DataFrame) -> list[str]:
@@ -678,13 +681,17 @@ def occlusion_sentences(occlusion: pd.DataFrame, differences: pd.DataFrame) -> l
             )
         outside, specific = occlusion_reading(test)
         finding = {
-            (True, True): "it uses a good deal outside the lungs, though hiding them costs more than hiding as much "
-            "elsewhere",
-            (True, False): "it uses a good deal outside the lungs, and hiding them costs no more than hiding as much "
-            "elsewhere",
-            (False, True): "most of its discrimination needs the lung field, more than an equal area elsewhere",
-            (False, False): "hiding the lungs costs much of its discrimination, but hiding as much elsewhere costs as "
-            "much: the drop shows that large occlusions disturb it, not that it needs the lungs",
+            (True, "every"): "it uses a good deal outside the lungs, though hiding them costs more than hiding as "
+            "much elsewhere",
+            (True, "some"): f"it uses a good deal outside the lungs; hiding them cost more than hiding as much "
+            f"elsewhere in {test['above']} of {test['draws']} draws, so the lungs' own share is not settled",
+            (True, "none"): "it uses a good deal outside the lungs, and hiding them costs no more than hiding as "
+            "much elsewhere",
+            (False, "every"): "most of its discrimination needs the lung field, more than an equal area elsewhere",
+            (False, "some"): f"hiding the lungs costs much of its discrimination, more than hiding as much elsewhere "
+            f"in {test['above']} of {test['draws']} draws",
+            (False, "none"): "hiding the lungs costs much of its discrimination, but hiding as much elsewhere costs "
+            "as much: the drop shows that large occlusions disturb it, not that it needs the lungs",
         }[(outside, specific)]
         lines.append(
             f"{line}; thresholds: keeping {KEPT:.0%} or more means it uses a good deal outside the lungs, and the "
@@ -753,15 +760,17 @@ def verdict(
         if len(differences)
         else differences
     )
-    if len(untrained) and (untrained["difference"] < CLOSE).any():
+    if len(untrained) and (untrained["high"] < CLOSE).any():
         reasons.append(
             f"training the custom network added less than {CLOSE:.2f} of AUC to a logistic head on its untrained "
-            "features"
+            "features (the upper end of the paired interval)"
         )
     models = occlusion["model"].unique() if len(occlusion) else []
     facts = [_occlusion_facts(model, "test", occlusion, occlusion_differences) for model in models]
-    if any(f is not None and not np.isnan(f["kept"]) and f["draws"] and not occlusion_reading(f)[1] for f in facts):
-        reasons.append("hiding the lungs costs no more than hiding an equal area elsewhere")
+    if any(
+        f is not None and not np.isnan(f["kept"]) and f["draws"] and occlusion_reading(f)[1] == "none" for f in facts
+    ):
+        reasons.append("hiding the lungs costs no more than hiding an equal area elsewhere, in every draw")
     unmeasured = [
         what
         for what, measured in (

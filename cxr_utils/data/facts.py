@@ -338,8 +338,9 @@ def radiography_upstream(root: Path, paediatric_subsource: str = "Kaggle") -> di
 
 
 def view_class(view: str) -> str:
-    """PA, AP (also ``AP erect``), AP Supine, other, or not recorded."""
-    text = " ".join(str(view).split()).lower()
+    """PA, AP (also ``AP erect``), AP Supine, other, or not recorded (also a missing value: the
+    Radiography Database has no view column, so its manifest rows read back empty)."""
+    text = "" if pd.isna(view) else " ".join(str(view).split()).lower()
     if text in UNKNOWN_VIEWS:
         return NOT_RECORDED
     if text == "pa":
