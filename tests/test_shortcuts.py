@@ -426,6 +426,7 @@ def test_the_verdict_cites_every_probe_and_states_its_thresholds():
     assert conclusion.startswith("These numbers do not show that the models detect COVID-19: ")
     for reason in ("with the label held fixed", "loses more than 0.10", "untrained features", "equal area elsewhere"):
         assert reason in conclusion
+    assert "hiding the lungs costs the custom model no more" in conclusion  # named: the transfer model's lungs matter
     assert "file metadata" not in conclusion  # 0.65 is not within 0.05 of a trained model
     assert "nan" not in text
 

@@ -767,10 +767,16 @@ def verdict(
         )
     models = occlusion["model"].unique() if len(occlusion) else []
     facts = [_occlusion_facts(model, "test", occlusion, occlusion_differences) for model in models]
-    if any(
-        f is not None and not np.isnan(f["kept"]) and f["draws"] and occlusion_reading(f)[1] == "none" for f in facts
-    ):
-        reasons.append("hiding the lungs costs no more than hiding an equal area elsewhere, in every draw")
+    no_lung_effect = [
+        _model_name(model)
+        for model, f in zip(models, facts)
+        if f is not None and not np.isnan(f["kept"]) and f["draws"] and occlusion_reading(f)[1] == "none"
+    ]
+    if no_lung_effect:
+        reasons.append(
+            f"hiding the lungs costs {' and '.join(no_lung_effect)} no more than hiding an equal area elsewhere, "
+            "in every draw"
+        )
     unmeasured = [
         what
         for what, measured in (
