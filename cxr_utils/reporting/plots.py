@@ -225,7 +225,14 @@ def final_fit_curves(fits: Mapping[str, list[tuple[str, pd.DataFrame, int, int]]
             line = ax.plot(history["epoch"], history["val_auc"], lw=1.2, label=run)[0]
             ax.plot([kept], [history.loc[history["epoch"] == kept, "val_auc"].iloc[0]], "o", color=line.get_color())
             if len(history) >= cap and kept == int(history["epoch"].iloc[-1]):
-                ax.annotate("still rising at the cap", (kept, history["val_auc"].iloc[-1]), fontsize=7, ha="right")
+                ax.annotate(
+                    f"{run}: still rising at the cap",
+                    (kept, history["val_auc"].iloc[-1]),
+                    xytext=(0.35, 0.3),
+                    textcoords="axes fraction",
+                    fontsize=7,
+                    arrowprops={"arrowstyle": "->", "lw": 0.6, "color": line.get_color()},
+                )
         ax.set(xlabel="epoch", ylabel="val AUC")
         ax.set_title(f"final fits of {configuration}", fontsize=10)
         ax.legend(fontsize=7, loc="lower right")
@@ -306,7 +313,7 @@ def overfitting_panel(histories: dict[str, pd.DataFrame], path: str | Path | Non
         history = histories[name]
         ax.plot(history["epoch"], history["accuracy"] - history["val_accuracy"], marker=".", lw=1)
         ax.axhline(0, color="grey", lw=0.8)
-        ax.set_title(name, fontsize=8)
+        ax.set_title(name.replace(" ", "\n", 1) if len(name) > 14 else name, fontsize=8)  # "transfer\nxception"
         ax.tick_params(labelsize=7)
     for ax in axes.flat[len(names) :]:
         ax.axis("off")
