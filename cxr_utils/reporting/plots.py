@@ -228,7 +228,7 @@ def final_fit_curves(fits: Mapping[str, list[tuple[str, pd.DataFrame, int, int]]
                 ax.annotate(
                     f"{run}: still rising at the cap",
                     (kept, history["val_auc"].iloc[-1]),
-                    xytext=(0.35, 0.3),
+                    xytext=(0.04, 0.9),
                     textcoords="axes fraction",
                     fontsize=7,
                     arrowprops={"arrowstyle": "->", "lw": 0.6, "color": line.get_color()},
