@@ -226,9 +226,9 @@ def final_fit_curves(fits: Mapping[str, list[tuple[str, pd.DataFrame, int, int]]
             ax.plot([kept], [history.loc[history["epoch"] == kept, "val_auc"].iloc[0]], "o", color=line.get_color())
             if len(history) >= cap and kept == int(history["epoch"].iloc[-1]):
                 ax.annotate(
-                    f"{run}: still rising at the cap",
+                    f"{run}:\nstill rising at the cap",
                     (kept, history["val_auc"].iloc[-1]),
-                    xytext=(0.04, 0.9),
+                    xytext=(0.04, 0.8),
                     textcoords="axes fraction",
                     fontsize=7,
                     arrowprops={"arrowstyle": "->", "lw": 0.6, "color": line.get_color()},
