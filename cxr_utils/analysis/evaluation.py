@@ -196,6 +196,16 @@ def calibration(y_true, scores, bins: int = 10) -> tuple[np.ndarray, np.ndarray,
     return mean, rate, count[count > 0], float(brier_score_loss(y_true, scores))
 
 
+def _difference_interval(sets: list[tuple], diffs: list[float], alpha: float) -> dict[str, float]:
+    """AUC of the first (y, scores, ...) set minus the second's, with the percentile interval of
+    the resampled ``diffs`` (undefined resamples left out, counted in ``n_valid``)."""
+    valid = np.array(diffs, dtype=float)
+    valid = valid[~np.isnan(valid)]
+    value = auc(*sets[0][:2]) - auc(*sets[1][:2])
+    low, high = _percentile_interval(valid, alpha)
+    return {"value": float(value), "low": float(low), "high": float(high), "n_valid": int(len(valid))}
+
+
 def bootstrap_auc_difference(
     first: tuple[np.ndarray, np.ndarray, np.ndarray],
     second: tuple[np.ndarray, np.ndarray, np.ndarray],
@@ -214,11 +224,7 @@ def bootstrap_auc_difference(
             idx = _draw(members, rng)
             aucs.append(auc(y[idx], s[idx]))
         diffs.append(aucs[0] - aucs[1])
-    diffs = np.array(diffs)
-    diffs = diffs[~np.isnan(diffs)]
-    value = auc(*sets[0][:2]) - auc(*sets[1][:2])
-    low, high = _percentile_interval(diffs, alpha)
-    return {"value": float(value), "low": float(low), "high": float(high), "n_valid": int(len(diffs))}
+    return _difference_interval(sets, diffs, alpha)
 
 
 def paired_auc_difference(
@@ -249,11 +255,7 @@ def paired_auc_difference(
             for (y, s, _), rows in zip(sets, rows_of)
         ]
         diffs.append(aucs[0] - aucs[1])
-    diffs = np.array(diffs)
-    diffs = diffs[~np.isnan(diffs)]
-    value = auc(*sets[0][:2]) - auc(*sets[1][:2])
-    low, high = _percentile_interval(diffs, alpha)
-    return {"value": float(value), "low": float(low), "high": float(high), "n_valid": int(len(diffs))}
+    return _difference_interval(sets, diffs, alpha)
 
 
 def auc_row(

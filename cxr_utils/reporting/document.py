@@ -37,16 +37,13 @@ def number_format(column: pd.Series) -> str | None:
     return "{:.3f}"
 
 
-INTERVAL = re.compile(r"^[-+]?\d[\d.]* \[[-+]?[\d.]+, [-+]?[\d.]+\]$")  # "0.812 [0.770, 0.851]", "+0.02 [-0.05, +0.09]"
 NBSP = "\u00a0"
 
 
 def unbreakable(value: object) -> object:
     """Text as a table cell shows it: HTML special characters escaped ("<run>" stays visible), and
     an interval "0.812 [0.770, 0.851]" with non-breaking spaces, so that it prints on one line."""
-    if not isinstance(value, str):
-        return value
-    return value.replace(" ", NBSP) if INTERVAL.match(value) else html.escape(value, quote=False)
+    return html.escape(whole_intervals(value), quote=False) if isinstance(value, str) else value
 
 
 def styled(table: pd.DataFrame):
