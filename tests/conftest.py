@@ -196,3 +196,21 @@ def clean_env(monkeypatch: pytest.MonkeyPatch):
         if key.startswith("CXR_"):
             monkeypatch.delenv(key)
     return monkeypatch
+
+
+SCRATCH_TAG = "scratch"
+
+
+def scratch_namespace(notebook_stem: str) -> dict:
+    """Run the cells tagged ``scratch`` of ``notebooks/<notebook_stem>.ipynb`` (the lesson's
+    from-scratch code: imports and definitions only) in a fresh namespace and return it, so a test
+    can hold the notebook's version of a method equal to the package's."""
+    import nbformat
+
+    path = config.NOTEBOOKS_DIR / f"{notebook_stem}.ipynb"
+    cells = [c for c in nbformat.read(str(path), as_version=4).cells if SCRATCH_TAG in c.metadata.get("tags", [])]
+    assert cells, f"{path.name} has no cell tagged {SCRATCH_TAG!r}"
+    namespace: dict = {"__name__": f"scratch_{notebook_stem}"}
+    for cell in cells:
+        exec(compile(cell.source, f"{path.name}[scratch]", "exec"), namespace)
+    return namespace
