@@ -6,7 +6,9 @@
 #                 its report in outputs/course/report/ (the committed report/ is left alone)
 #   make lint     ruff (lint + format check) over the package, tests, benchmarks and notebooks;
 #                 lint-imports (the package's layers, pyproject.toml)
-#   make student  write student/: the notebooks without their solutions (for teaching)
+#   make student  write student/: the notebooks without solutions or hidden tests (otter assign),
+#                 and each notebook's autograder, the instructor's key, into outputs/grading/
+#   make grade NB="student/02_custom_cnn.ipynb ..."  grade filled-in student notebooks: points per exercise
 #   make book     the course website (Jupyter Book) from the latest build's executed notebooks
 #                 (OUT=outputs/course for the course build); lands in OUT/book/_build/html
 PYTHON ?= python3.11
@@ -16,7 +18,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: report course book test lint format env lab student browser clean-outputs
+.PHONY: report course book test lint format env lab student grade browser clean-outputs
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -63,9 +65,15 @@ browser:
 		apt-get install -y -qq chromium poppler-utils) >/dev/null 2>&1 \
 		|| echo "note: chromium/poppler-utils could not be installed: no report.pdf, render tests skipped"; }
 
-# The student edition: the notebooks without their solution cells (see cxr_utils/course.py).
+# The student edition and the autograders (otter-grader; see cxr_utils/course.py and COURSE.md section 4).
 student: $(STAMP)
 	$(PY) -m cxr_utils course student --dest student
+
+NB ?=
+
+grade: $(STAMP)
+	@test -n "$(NB)" || { echo 'usage: make grade NB="student/02_custom_cnn.ipynb ..."'; exit 2; }
+	$(PY) -m cxr_utils course grade $(NB)
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/

@@ -75,8 +75,16 @@ def _parser() -> argparse.ArgumentParser:
 
     course = sub.add_parser("course", help="teaching commands")
     course_sub = course.add_subparsers(dest="course_command", required=True)
-    student = course_sub.add_parser("student", help="write the student edition (solutions removed)")
+    student = course_sub.add_parser(
+        "student", help="write the student edition (otter assign) and each notebook's autograder"
+    )
     student.add_argument("--dest", default=str(config.PROJECT_ROOT / "student"), help="folder (default: student/)")
+    student.add_argument(
+        "--key", default=None, help="folder for the autograders (default: <output root>/grading/); never in --dest"
+    )
+    grade = course_sub.add_parser("grade", help="grade filled-in student notebooks: points per exercise")
+    grade.add_argument("notebooks", nargs="+", help="student notebooks (named as in notebooks/)")
+    grade.add_argument("--key", default=None, help="folder holding the autograders (default: <output root>/grading/)")
 
     book = sub.add_parser("book", help="build the course website (Jupyter Book) from a build's executed notebooks")
     book.add_argument("--out-root", default=None, help="the build's output root (default: CXR_OUTPUT_DIR or outputs/)")
@@ -146,6 +154,26 @@ def _executor(args: argparse.Namespace) -> contextlib.AbstractContextManager:
     return DaskExecutor(args.scheduler, args.workers, args.gpus_per_run, tls if all(tls) else None)
 
 
+def _course(args: argparse.Namespace) -> int:
+    from . import course
+
+    if args.course_command == "student":
+        for path in course.student_edition(args.dest, args.key):
+            print(path)
+        print(f"autograders (the instructor's key; do not hand out): {args.key or course.key_folder()}")
+        return 0
+    for notebook in args.notebooks:
+        rows = course.grade(notebook, args.key)
+        print(f"{notebook}:")
+        for row in rows:
+            points = "graded by the instructor" if row["points"] is None else f"{row['points']:g} / {row['possible']:g}"
+            print(f"  {row['question']:<18} {points}")
+        scored = [r for r in rows if r["points"] is not None]
+        total, possible = sum(r["points"] for r in scored), sum(r["possible"] for r in scored)
+        print(f"  {'autograded total':<18} {total:g} / {possible:g}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     args = _parser().parse_args(argv)
@@ -164,11 +192,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             return 1 if any(o.status == "failed" for o in outcomes) else 0
         if args.command == "course":
-            from .course import student_edition
-
-            for path in student_edition(args.dest):
-                print(path)
-            return 0
+            return _course(args)
         if args.command == "predict":
             return _predict(args)
         if args.command == "book":

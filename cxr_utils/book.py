@@ -3,8 +3,8 @@
 ``python -m cxr_utils book [--out-root outputs]`` (``make book``) takes, for each notebook in
 course order, the papermill output of one representative run of the build (the configurations the
 comparison chose, the analyses and the report the main job made), never executing anything.
-Each page is the executed notebook as the student edition has it (``solution`` cells removed,
-the exercises' check cells without their verdicts), headed by the params file and run folder it
+Each page is the executed notebook as the student edition has it (otter's solution and test
+blocks removed, :func:`cxr_utils.course.student_view`), headed by the params file and run folder it
 came from. ``COURSE.md`` is the landing page. Every page carries a banner with the build's commit,
 profile and date (read from the runs' ``result.json``) and links to the report (HTML and PDF),
 which is copied into the site. The site is static and self-contained: Sphinx's own search, the
@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 
 from . import config, registry, results
-from .course import SOLUTION_TAG
+from .course import student_view
 from .reporting import collect
 from .runs import runner
 
@@ -129,16 +129,12 @@ def page_header(page: Page, out: Path) -> str:
 def student_page(page: Page, out: Path):
     """The executed notebook as the student edition has it, with the run header on top."""
     import nbformat
-    from nbconvert.preprocessors import TagRemovePreprocessor
 
-    nb = nbformat.read(str(page.source), as_version=4)
-    nb, _ = TagRemovePreprocessor(remove_cell_tags={SOLUTION_TAG}, enabled=True).preprocess(nb, {})
+    nb = student_view(nbformat.read(str(page.source), as_version=4))
     for cell in nb.cells:
         tags = cell.metadata.get("tags", [])
         if any(tag.startswith("remove") for tag in tags):  # hidden from the report's export, not from a course page
             cell.metadata["tags"] = [tag for tag in tags if not tag.startswith("remove")]
-        if cell.cell_type == "code" and ("course.check(" in cell.source or "answer_" in cell.source):
-            cell.outputs, cell.execution_count = [], None  # a verdict would tell what the solution gave
     title = next(c for c in nb.cells if c.cell_type == "markdown" and c.source.startswith("# "))
     heading, _, rest = title.source.partition("\n")
     title.source = f"{heading}\n\n{page_header(page, out)}\n{rest}"

@@ -25,7 +25,7 @@ from conftest import pattern
 
 from cxr_utils import __main__ as cli
 from cxr_utils import book, config, registry, results
-from cxr_utils.course import SOLUTION_TAG
+from cxr_utils.course import student_view
 
 CHROMIUM = Path("/usr/bin/chromium")
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -49,14 +49,15 @@ def fake_build(out: Path) -> None:
         folder = entry.run_folder(run, out)
         folder.mkdir(parents=True)
         nb = nbformat.read(str(entry.path), as_version=4)
-        code = [c for c in nb.cells if c.cell_type == "code" and "answer_" not in c.source and "check(" not in c.source]
+        shown = shown_ids(entry.path)
+        code = [c for c in nb.cells if c.cell_type == "code" and c.id in shown]
         code[len(code) // 2].outputs = [
             figure_output(k),
             nbformat.v4.new_output("stream", text=f"output of {entry.stem}\n"),
         ]
-        for cell in nb.cells:  # an exercise's verdict, as the instructor's run leaves it
-            if "course.check(" in cell.source:
-                cell.outputs = [nbformat.v4.new_output("stream", text="Exercise: correct (verdict of the solution)\n")]
+        for cell in nb.cells:  # a solution's output, as the instructor's run leaves it
+            if cell.cell_type == "code" and cell.id not in shown:
+                cell.outputs = [nbformat.v4.new_output("stream", text="Exercise: verdict of the solution\n")]
         nbformat.write(nb, str(folder / book.EXECUTED))
         finished = f"2026-11-30T10:{k:02d}:00+00:00"
         record = {"status": "complete", "profile": "course", "run": run, "requested": {"run_name": run}}
@@ -136,13 +137,19 @@ def local(url: str, base: str) -> bool:
     return url.startswith((base, "data:", "blob:", "about:")) or (base.startswith("file:") and url.startswith("file:"))
 
 
+def shown_ids(path: Path) -> set[str]:
+    """The ids of the cells a student sees in a master notebook."""
+    return {cell.id for cell in student_view(nbformat.read(str(path), as_version=4)).cells}
+
+
 def solution_lines() -> set[str]:
-    """Lines that only the instructor's solution cells hold (long enough to be telling)."""
+    """Lines that only the instructor's solution and test blocks hold (long enough to be telling)."""
     solution, other = set(), set()
     for path in config.NOTEBOOKS_DIR.glob("*.ipynb"):
+        shown = shown_ids(path)
         for cell in nbformat.read(str(path), as_version=4).cells:
             lines = {line.strip() for line in cell.source.splitlines() if len(line.strip()) >= 25}
-            (solution if SOLUTION_TAG in cell.metadata.get("tags", []) else other).update(lines)
+            (other if cell.id in shown else solution).update(lines)
     return solution - other
 
 

@@ -1,85 +1,171 @@
-"""The course layer: self-checks that can fail, and a student edition without solutions that runs."""
+"""The course layer: every notebook a lesson in otter-grader's format, a student edition that
+leaks no answer, and grading that gives a blank nothing and the solutions full marks."""
 
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import nbformat
 import pytest
+import yaml
 
-from cxr_utils import config, course
-from cxr_utils.runs import runner
+from cxr_utils import course
+from cxr_utils.__main__ import main as cli
 
-NOTEBOOKS = sorted(config.NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
-
-
-def test_a_check_says_right_wrong_or_unanswered_without_showing_the_answer(capsys):
-    assert course.check("e", None, 3) == course.NOT_ANSWERED
-    assert course.check("e", 3.0001, 3, tolerance=0.001) == course.CORRECT
-    assert course.check("e", 3.1, 3, tolerance=0.001, hint="look again") == course.INCORRECT
-    assert course.check("e", "Float32 ", "float32") == course.CORRECT
-    assert course.check("e", "many", 3) == course.INCORRECT  # a string for a number is a wrong answer, not a crash
-    assert course.check("e", 1, True) == course.INCORRECT and course.check("e", True, True) == course.CORRECT
-    assert course.check("e", [0.0, 1e-9], rule=lambda a: all(abs(v) < 1e-6 for v in a)) == course.CORRECT
-    printed = capsys.readouterr().out
-    assert "Hint: look again" in printed and "3.1" not in printed.replace("e: ", "")
+NOTEBOOKS = course.master_notebooks()
+TEST_CONFIG = re.compile(r'^"""\s*# BEGIN TEST CONFIG\n(.*?)"""\s*# END TEST CONFIG', re.S)
 
 
-def test_the_instructors_proof_fails_a_check_that_cannot_tell_right_from_wrong():
-    course.prove(lambda answer: course.check("e", answer, 3), 3, 4)
-    with pytest.raises(AssertionError, match="the check gave 'correct' for 4"):
-        course.prove(lambda answer: course.check("e", answer, rule=lambda a: a > 0), 3, 4)
-    with pytest.raises(AssertionError, match="for 2; expected 'correct'"):
-        course.prove(lambda answer: course.check("e", answer, 3), 2, 4)
+def raw(text: str) -> nbformat.NotebookNode:
+    return nbformat.v4.new_raw_cell(text)
+
+
+def test_config(source: str) -> dict:
+    found = TEST_CONFIG.match(source.strip())
+    return (yaml.safe_load(found.group(1)) or {}) if found else {}
+
+
+test_config.__test__ = False  # a helper, not a test
+
+
+def questions(nb: nbformat.NotebookNode) -> list[dict]:
+    """Each otter question of a master notebook: its settings, solution cells and test cells."""
+    found, block = [], None
+    for cell in nb.cells:
+        edge = course._boundary(cell)
+        if edge == ("BEGIN", "QUESTION"):
+            found.append({"settings": yaml.safe_load(cell.source.split("\n", 1)[1]), "solution": [], "tests": []})
+        elif edge and edge[1] in ("SOLUTION", "TESTS"):
+            block = edge[1] if edge[0] == "BEGIN" else None
+        elif block == "SOLUTION":
+            found[-1]["solution"].append(cell)
+        elif block == "TESTS":
+            found[-1]["tests"].append(cell)
+    return found
+
+
+def planted_master(path: Path) -> Path:
+    """A two-exercise master notebook in the project's format: a function to write, a choice."""
+    cells = [
+        nbformat.v4.new_markdown_cell("# A planted lesson"),
+        raw("# BEGIN QUESTION\nname: exercise_1\npoints: 2"),
+        nbformat.v4.new_markdown_cell("### Exercise 1 (write): `double(v)`"),
+        raw("# BEGIN SOLUTION"),
+        nbformat.v4.new_code_cell("def double(v):\n    # BEGIN SOLUTION\n    return 2 * v\n    # END SOLUTION"),
+        raw("# END SOLUTION"),
+        raw("# BEGIN TESTS"),
+        nbformat.v4.new_code_cell('""" # BEGIN TEST CONFIG\npoints: 0\n""" # END TEST CONFIG\nassert callable(double)'),
+        nbformat.v4.new_code_cell(
+            '""" # BEGIN TEST CONFIG\nhidden: true\npoints: 2\n""" # END TEST CONFIG\nassert double(21) == 42'
+        ),
+        raw("# END TESTS"),
+        raw("# END QUESTION"),
+        raw("# BEGIN QUESTION\nname: exercise_2\npoints: 1"),
+        nbformat.v4.new_markdown_cell("### Exercise 2 (interpret): A or B?"),
+        raw("# BEGIN SOLUTION"),
+        nbformat.v4.new_code_cell('answer_2 = "B"  # SOLUTION'),
+        raw("# END SOLUTION"),
+        raw("# BEGIN TESTS"),
+        nbformat.v4.new_code_cell('""" # BEGIN TEST CONFIG\npoints: 0\n""" # END TEST CONFIG\nassert answer_2 in "AB"'),
+        nbformat.v4.new_code_cell(
+            '""" # BEGIN TEST CONFIG\nhidden: true\npoints: 1\n""" # END TEST CONFIG\nassert answer_2 == "B"'
+        ),
+        raw("# END TESTS"),
+        raw("# END QUESTION"),
+        raw("# BEGIN QUESTION\nname: questionnaire_1\nmanual: true\npoints: 1"),
+        nbformat.v4.new_markdown_cell("**Q1.** Why?"),
+        raw("# BEGIN SOLUTION"),
+        nbformat.v4.new_markdown_cell("**Model answer.** Because of the planted reason."),
+        raw("# END SOLUTION"),
+        raw("# END QUESTION"),
+        raw(course.ASSIGNMENT_CONFIG),
+    ]
+    nb = nbformat.v4.new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {"name": "cxr-covid", "display_name": "Python (cxr-covid)", "language": "python"}
+    nbformat.write(nb, str(path))
+    return path
+
+
+def test_the_student_view_drops_solutions_tests_and_otters_raw_cells(tmp_path):
+    nb = nbformat.read(str(planted_master(tmp_path / "99_planted.ipynb")), as_version=4)
+    shown = [c.source for c in course.student_view(nb).cells]
+    assert shown == [
+        "# A planted lesson",
+        "### Exercise 1 (write): `double(v)`",
+        "### Exercise 2 (interpret): A or B?",
+        "**Q1.** Why?",
+    ]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_every_notebook_opens_with_objectives_and_ends_with_questions_and_checked_exercises(path):
+def test_every_notebook_is_a_lesson_with_graded_exercises_and_model_answers(path):
     nb = nbformat.read(str(path), as_version=4)
     text = [c.source for c in nb.cells]
+    assert nb.cells[-1].cell_type == "raw" and text[-1] == course.ASSIGNMENT_CONFIG
     assert any(t.startswith("## Before you start") and "You will learn to" in t and "previous:" in t for t in text[:3])
-    assert any(t.startswith("## Questionnaire") for t in text)
-    exercises = [t for t in text if t.startswith("### Exercise ")]
+    assert any(t.startswith("## Questionnaire") for t in text) and any(t.startswith("## Exercises") for t in text)
+    assert any("scratch" in c.metadata.get("tags", []) for c in nb.cells), "the method written out on the page"
+    assert not any("course.check(" in t or "course.prove(" in t for t in text), "the old self-check is gone"
+    found = questions(nb)
+    exercises = [q for q in found if q["settings"]["name"].startswith("exercise_")]
     assert 2 <= len(exercises) <= 4
-    for k in range(1, len(exercises) + 1):
-        assert f"answer_{k} = None  # your answer" in "\n".join(text)
-        solutions = [c for c in nb.cells if "solution" in c.metadata.get("tags", []) and f"answer_{k}" in c.source]
-        assert len(solutions) == 2, f"{path.name}: exercise {k} needs a solution and its verification"
-        assert any(c.source.split("\n", 1)[-1].startswith("course.prove(") for c in solutions)
+    assert [q["settings"]["name"] for q in exercises] == [f"exercise_{k}" for k in range(1, len(exercises) + 1)]
+    for q in exercises:
+        name, configs = q["settings"]["name"], [test_config(c.source) for c in q["tests"]]
+        assert q["solution"], f"{name} has no solution block"
+        assert [c for c in configs if c.get("hidden")], f"{name} has no hidden test"
+        assert all(c.get("points") == 0 for c in configs if not c.get("hidden")), f"{name}: a public test scores"
+        assert sum(c.get("points", 0) for c in configs) == q["settings"]["points"], f"{name}: points do not add up"
+    manual = [q for q in found if q["settings"]["name"].startswith("questionnaire_")]
+    assert manual and all(q["settings"].get("manual") and q["solution"] for q in manual), "model answers"
 
 
-def test_the_student_edition_has_no_solutions_and_keeps_every_placeholder(tmp_path):
-    written = course.student_edition(tmp_path / "student")
+def test_the_student_edition_holds_no_solution_and_no_hidden_test(tmp_path):
+    key = tmp_path / "key"
+    written = course.student_edition(tmp_path / "student", key)
     assert [p.name for p in written] == [p.name for p in NOTEBOOKS]
-    for original, student in zip(NOTEBOOKS, written):
-        before, after = (nbformat.read(str(p), as_version=4) for p in (original, student))
-        assert not [c for c in after.cells if course.SOLUTION_TAG in c.metadata.get("tags", [])]
-        kept = [c for c in before.cells if course.SOLUTION_TAG not in c.metadata.get("tags", [])]
-        assert [c.source for c in after.cells] == [c.source for c in kept]
-        assert after.metadata["edition"] == "student"
-        assert all(not c.get("outputs") for c in after.cells if c.cell_type == "code")
+    assert sorted(p.name for p in key.iterdir()) == sorted(f"{p.stem}-autograder.zip" for p in NOTEBOOKS)
+    assert not list((tmp_path / "student").glob("*.zip"))
+    for master, student in zip(NOTEBOOKS, written):
+        nb = nbformat.read(str(master), as_version=4)
+        shown = {line.strip() for c in course.student_view(nb).cells for line in c.source.splitlines()}
+        secret = {
+            line.strip()
+            for q in questions(nb)
+            for c in q["solution"] + [t for t in q["tests"] if test_config(t.source).get("hidden")]
+            for line in TEST_CONFIG.sub("", c.source).splitlines()
+            if len(line.strip()) >= 12 and "SOLUTION" not in line
+        } - shown
+        edition = student.read_text()
+        leaked = [line for line in secret if json.dumps(line)[1:-1] in edition]
+        assert leaked == [], f"{student.name} shows {leaked[:3]}"
+        text = "\n".join(c.source for c in nbformat.read(str(student), as_version=4).cells)
+        for q in questions(nb):
+            if not q["settings"].get("manual"):
+                assert f'grader.check("{q["settings"]["name"]}")' in text
 
 
-@pytest.mark.slow
-@pytest.mark.mirror
-def test_student_notebooks_run_top_to_bottom_and_report_unanswered_exercises(tmp_path, mirror_root, clean_env):
-    clean_env.setenv("CXR_OFFLINE", "1")
-    student = course.student_edition(
-        tmp_path / "student", [config.NOTEBOOKS_DIR / f"{s}.ipynb" for s in ("01_data_merge", "02_custom_cnn")]
-    )
-    out = tmp_path / "out"
-    for path in student:
-        params = tmp_path / path.stem / "smoke.yaml"  # run "smoke": the defaults chain 01 -> 02 through it
-        params.parent.mkdir()
-        params.write_text("{}\n")
-        outcome = runner.run_batch(path, [params], profile="smoke", out=out)[0]
-        assert outcome.status == "complete", outcome.detail
-        executed = json.loads((outcome.folder / runner.EXECUTED_NOTEBOOK).read_text())
-        printed = "".join("".join(o.get("text", "")) for c in executed["cells"] for o in c.get("outputs", []))
-        exercises = sum(
-            c["source"].startswith("### Exercise")
-            if isinstance(c["source"], str)
-            else "".join(c["source"]).startswith("### Exercise")
-            for c in executed["cells"]
-        )
-        assert printed.count(course.NOT_ANSWERED) == exercises > 0
+def test_grading_gives_a_blank_nothing_and_the_solutions_full_marks(tmp_path, capsys):
+    master = planted_master(tmp_path / "99_planted.ipynb")
+    key = tmp_path / "key"
+    (blank,) = course.student_edition(tmp_path / "student", key, notebooks=[master])
+    solved = tmp_path / "solved" / master.name
+    solved.parent.mkdir()
+    edition = nbformat.read(str(blank), as_version=4)
+    for cell in edition.cells:
+        cell.source = cell.source.replace("    ...", "    return v + v").replace("answer_2 = ...", 'answer_2 = "B"')
+    nbformat.write(edition, str(solved))
+    points = {row["question"]: row["points"] for row in course.grade(blank, key)}
+    assert points == {"exercise_1": 0, "exercise_2": 0}
+    assert cli(["course", "grade", str(solved), "--key", str(key)]) == 0
+    printed = capsys.readouterr().out
+    assert "exercise_1         2 / 2" in printed and "exercise_2         1 / 1" in printed
+    assert "autograded total   3 / 3" in printed
+
+
+def test_grading_without_an_autograder_says_run_make_student(tmp_path):
+    master = planted_master(tmp_path / "99_planted.ipynb")
+    with pytest.raises(course.config.ConfigError, match="run `make student` first"):
+        course.grade(master, tmp_path / "no-key")
