@@ -177,6 +177,11 @@ def test_the_site_builds_and_every_page_is_clean_in_a_browser(site, browser):
         search = browser.new_page()
         search.goto(base + "search.html?q=kept+epoch", wait_until="load")
         search.wait_for_selector("#search-results ul.search li", timeout=20_000)
+        # Sphinx lists results one by one and writes the summary ("... matching the search query") last
+        search.wait_for_function(
+            "() => (document.querySelector('#search-results p.search-summary') || {}).innerText?.includes('matching')",
+            timeout=20_000,
+        )
         found = search.inner_text("#search-results")
         search.close()
         assert "COURSE" in found or "course" in found.lower()

@@ -46,6 +46,21 @@ def questions(nb: nbformat.NotebookNode) -> list[dict]:
     return found
 
 
+def secret_lines(cell: nbformat.NotebookNode) -> list[str]:
+    """What otter takes out of a solution cell: a Markdown answer whole; of code, the lines between
+    ``# BEGIN SOLUTION`` and ``# END SOLUTION`` and each line ending in ``# SOLUTION``."""
+    if cell.cell_type == "markdown":
+        return cell.source.splitlines()
+    found, inside = [], False
+    for line in cell.source.splitlines():
+        marker = line.strip()
+        if marker in ("# BEGIN SOLUTION", "# END SOLUTION"):
+            inside = marker == "# BEGIN SOLUTION"
+        elif inside or marker.endswith("# SOLUTION"):
+            found.append(line.rsplit("# SOLUTION", 1)[0] if not inside else line)
+    return found
+
+
 def planted_master(path: Path) -> Path:
     """A two-exercise master notebook in the project's format: a function to write, a choice."""
     cells = [
@@ -115,6 +130,8 @@ def test_every_notebook_is_a_lesson_with_graded_exercises_and_model_answers(path
     for q in exercises:
         name, configs = q["settings"]["name"], [test_config(c.source) for c in q["tests"]]
         assert q["solution"], f"{name} has no solution block"
+        unmarked = [c.source[:60] for c in q["solution"] if c.cell_type == "code" and not secret_lines(c)]
+        assert not unmarked, f"{name}: a solution cell with no # SOLUTION marker would be shown whole: {unmarked}"
         assert [c for c in configs if c.get("hidden")], f"{name} has no hidden test"
         assert all(c.get("points") == 0 for c in configs if not c.get("hidden")), f"{name}: a public test scores"
         assert sum(c.get("points", 0) for c in configs) == q["settings"]["points"], f"{name}: points do not add up"
@@ -131,13 +148,10 @@ def test_the_student_edition_holds_no_solution_and_no_hidden_test(tmp_path):
     for master, student in zip(NOTEBOOKS, written):
         nb = nbformat.read(str(master), as_version=4)
         shown = {line.strip() for c in course.student_view(nb).cells for line in c.source.splitlines()}
-        secret = {
-            line.strip()
-            for q in questions(nb)
-            for c in q["solution"] + [t for t in q["tests"] if test_config(t.source).get("hidden")]
-            for line in TEST_CONFIG.sub("", c.source).splitlines()
-            if len(line.strip()) >= 12 and "SOLUTION" not in line
-        } - shown
+        hidden = [t for q in questions(nb) for t in q["tests"] if test_config(t.source).get("hidden")]
+        lines = [line for q in questions(nb) for c in q["solution"] for line in secret_lines(c)]
+        lines += [line for t in hidden for line in TEST_CONFIG.sub("", t.source).splitlines()]
+        secret = {line.strip() for line in lines if len(line.strip()) >= 12} - shown
         edition = student.read_text()
         leaked = [line for line in secret if json.dumps(line)[1:-1] in edition]
         assert leaked == [], f"{student.name} shows {leaked[:3]}"
@@ -169,3 +183,21 @@ def test_grading_without_an_autograder_says_run_make_student(tmp_path):
     master = planted_master(tmp_path / "99_planted.ipynb")
     with pytest.raises(course.config.ConfigError, match="run `make student` first"):
         course.grade(master, tmp_path / "no-key")
+
+
+def test_the_points_table_in_course_md_is_the_notebooks_own():
+    text = (course.config.PROJECT_ROOT / "COURSE.md").read_text()
+    row = re.compile(r"^\| \[(\d\d) · [^]]+\]\(notebooks/[^)]+\) \| (\d+) \| (\d+): (.*) \| (\d+) \| (\d+) \|$", re.M)
+    rows = {found.group(1): found.groups()[1:] for found in row.finditer(text)}
+    assert sorted(rows) == [p.stem[:2] for p in NOTEBOOKS]
+    totals = [0, 0, 0, 0]
+    for path in NOTEBOOKS:
+        found = questions(nbformat.read(str(path), as_version=4))
+        manual = sum(q["settings"]["points"] for q in found if q["settings"].get("manual"))
+        points = [q["settings"]["points"] for q in found if not q["settings"].get("manual")]
+        listed = [int(item.rsplit(" ", 1)[1]) for item in rows[path.stem[:2]][2].split(" · ")]
+        questionnaire, count, _, exercise_points, total = rows[path.stem[:2]]
+        assert (int(questionnaire), int(count), listed) == (manual, len(points), points), path.name
+        assert (int(exercise_points), int(total)) == (sum(points), manual + sum(points)), path.name
+        totals = [a + b for a, b in zip(totals, (manual, len(points), sum(points), manual + sum(points)))]
+    assert f"| **all** | **{totals[0]}** | **{totals[1]} exercises** | **{totals[2]}** | **{totals[3]}** |" in text

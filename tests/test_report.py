@@ -161,14 +161,15 @@ def test_export_leaves_out_code_and_tagged_cells_and_embeds_images(tmp_path):
     hidden.metadata["tags"] = ["remove_cell"]
     shown = nbformat.v4.new_code_cell("secret_source_code = 1")
     shown.outputs = [nbformat.v4.new_output("display_data", data={"image/png": png_base64(200), "text/plain": "<img>"})]
-    nb.cells = [hidden, nbformat.v4.new_markdown_cell("## A section"), shown]
+    otter = nbformat.v4.new_raw_cell("# BEGIN QUESTION\nname: exercise_1")  # a course cell the tags missed
+    nb.cells = [hidden, nbformat.v4.new_markdown_cell("## A section"), shown, otter]
     executed = tmp_path / "nb.ipynb"
     nbformat.write(nb, executed)
     figure = tmp_path / "fig.png"
     Image.fromarray(np.zeros((4, 4), np.uint8)).save(figure)
     html = export.export_html(executed, tmp_path / "out", figures=[figure]).read_text()
     assert "A section" in html and "data:image/png;base64" in html
-    assert "secret_source_code" not in html and "builder notes" not in html
+    assert "secret_source_code" not in html and "builder notes" not in html and "BEGIN QUESTION" not in html
     assert (tmp_path / "out" / "figures" / "fig.png").is_file()
 
 

@@ -87,7 +87,9 @@ def export_html(
     settings = Config()
     settings.TagRemovePreprocessor.remove_cell_tags = {"remove_cell"}
     settings.TagRemovePreprocessor.enabled = True
-    exporter = HTMLExporter(config=settings, exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
+    exporter = HTMLExporter(  # raw cells (otter-grader's markers and settings) are for the course, not the report
+        config=settings, exclude_input=True, exclude_raw=True, exclude_input_prompt=True, exclude_output_prompt=True
+    )
     html, _ = exporter.from_notebook_node(
         nbformat.read(str(executed_notebook), as_version=4), resources={"metadata": {"name": title}}
     )
