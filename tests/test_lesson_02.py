@@ -128,3 +128,38 @@ def test_the_scratch_epoch0_auc_equals_the_package_on_a_small_model(ns):
         [np.asarray(model(b, training=True)).reshape(-1) for b, _ in ns["make_batches"](val.x, val.y, 4)]
     )
     assert not np.allclose(noisy, package_scores, rtol=0, atol=1e-7)
+
+
+@pytest.mark.filterwarnings("ignore:You are using a softmax over axis")  # the study's runs 12-13, on purpose
+def test_the_degenerate_setups_move_the_weights_but_only_run14_moves_the_scores(ns):
+    """The facts behind the notebook's Exercise 3 (Keras 3): binary cross-entropy takes the logit behind a
+    softmax (runs 12-13), so the weights get run 9's gradient while the output stays exactly 1; categorical
+    cross-entropy over one unit (run 14) is 0, yet its gradient with respect to the logit (softmax minus
+    label, 1 - label) is not, so the weights and the sigmoid's scores move."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(0)
+    x = np.random.default_rng(2).uniform(0, 255, (8, 32, 32, 3)).astype("float32")
+    y = np.tile([1.0, 0.0], 4).astype("float32")[:, None]
+    weights = ns["build_cnn"](32, 3).get_weights()
+
+    def one_step(output, loss_name):
+        net = ns["build_cnn"](32, 3, activation_output=output)
+        net.set_weights(weights)
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(keras.losses.get(loss_name)(y, net(x, training=False)))
+        gradients = tape.gradient(loss, net.trainable_weights)
+        norm = float(np.sqrt(sum(np.sum(np.square(np.asarray(g, dtype=np.float64))) for g in gradients)))
+        before = np.asarray(net(x, training=False))
+        for w, g in zip(net.trainable_weights, gradients, strict=True):
+            w.assign_sub(0.01 * g)
+        return float(loss), norm, before, np.abs(np.asarray(net(x, training=False)) - before).max()
+
+    a = one_step("sigmoid", "binary_crossentropy")
+    b = one_step("softmax", "binary_crossentropy")
+    c = one_step("sigmoid", "categorical_crossentropy")
+    assert a[1] > 0 and a[3] > 1e-6
+    assert b[0] == pytest.approx(a[0], rel=1e-5) and b[1] == pytest.approx(a[1], rel=1e-4)  # the logit learns
+    assert np.all(b[2] == 1.0) and b[3] == 0.0  # the output never moves
+    assert c[0] == 0.0 and c[1] > 0 and c[3] > 1e-6  # a loss of 0 with a gradient

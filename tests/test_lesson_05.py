@@ -1,7 +1,9 @@
 """Notebook 05's from-scratch lesson code (cells tagged ``scratch``) equals the package's tested
 versions: occlusion with the mean of the visible pixels (``shortcuts.occlude``), scoring in
 inference mode, Grad-CAM of the log-odds (``saliency.gradcam``) and its mass share inside a mask
-(``saliency.mass_share``), on planted images and a tiny random CNN."""
+(``saliency.mass_share``), on planted images and a tiny random CNN. Also: the rule exercise 1 states
+for the equal-area control region (its solution cell, as the master notebook holds it) is the
+package's ``shortcuts.random_regions``, so the exercise asks for what the run does."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import numpy as np
 import pytest
 from conftest import scratch_namespace
 
+from cxr_utils import config
 from cxr_utils.analysis import evaluation, saliency, shortcuts
 from cxr_utils.modeling import models, training
 
@@ -108,3 +111,31 @@ def test_mass_share_equals_the_package(ns, planted):
     assert np.isnan(shares[1]) and shares[2] == 1.0
     masks = rng.random((4, SIZE, SIZE)) < 0.5
     np.testing.assert_allclose(ns["share_inside"](heat, masks), saliency.mass_share(heat, masks), equal_nan=True)
+
+
+def _exercise_solution(cell_id: str) -> dict:
+    """Run one solution cell of the master notebook (by its cell id) in a fresh namespace."""
+    import nbformat
+
+    path = config.NOTEBOOKS_DIR / "05_shortcuts.ipynb"
+    cell = next(c for c in nbformat.read(str(path), as_version=4).cells if c.get("id") == cell_id)
+    namespace = {"np": np}
+    exec(compile(cell.source, f"{path.name}[{cell_id}]", "exec"), namespace)
+    return namespace
+
+
+def test_exercise_1_rule_is_the_packages_random_regions():
+    equal_area_region = _exercise_solution("l05-e1-answer1")["equal_area_region"]
+    rng = np.random.default_rng(2)
+    masks = rng.random((6, SIZE, SIZE)) < 0.03
+    masks[:, 6:26, 4:14] = masks[:, 6:26, 18:28] = True  # two "lungs"
+    masks[4, 1:31, 1:31] = True  # more lungs than outside: the region is all of the outside
+    masks[5] = False  # no lungs: an empty region
+    one_generator = np.random.default_rng(8)  # image after image, as the package draws
+    ours = np.array([equal_area_region(k, one_generator) for k in masks])
+    package = shortcuts.random_regions(masks, np.random.default_rng(8))
+    assert np.array_equal(ours, package)
+    assert [int(r.sum()) for r in ours] == [int(min(k.sum(), (~k).sum())) for k in masks]
+    assert not (ours & masks).any()
+    # another generator gives other regions: the comparison can fail
+    assert not np.array_equal(ours, shortcuts.random_regions(masks, np.random.default_rng(9)))

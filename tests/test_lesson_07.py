@@ -1,5 +1,6 @@
-"""Lesson 07: the paired bootstrap written out in the notebook (Exercise 1's solution, tagged
-scratch) equals the package's ``paired_auc_difference`` draw for draw, and the fixtures show what
+"""Lesson 07: the independent bootstrap written out on the page (``independent_difference``, tagged
+scratch) equals the package's ``bootstrap_auc_difference`` draw for draw, and the paired bootstrap
+(Exercise 1's solution, tagged scratch) equals ``paired_auc_difference``; the fixtures show what
 pairing buys over independent resampling."""
 
 from __future__ import annotations
@@ -12,8 +13,18 @@ from cxr_utils.analysis import evaluation
 
 
 @pytest.fixture(scope="module")
-def paired_difference():
-    return scratch_namespace("07_report")["paired_difference"]
+def lesson():
+    return scratch_namespace("07_report")
+
+
+@pytest.fixture(scope="module")
+def paired_difference(lesson):
+    return lesson["paired_difference"]
+
+
+@pytest.fixture(scope="module")
+def independent_difference(lesson):
+    return lesson["independent_difference"]
 
 
 def scores(seed: int, n_groups: int = 40, noise: float = 0.8):
@@ -62,3 +73,29 @@ def test_the_interval_flips_sign_when_the_two_sets_swap(paired_difference):
     ab = paired_difference((y, a, groups), (y, b, groups), n_boot=300, seed=5)
     ba = paired_difference((y, b, groups), (y, a, groups), n_boot=300, seed=5)
     assert ab["low"] == pytest.approx(-ba["high"], abs=1e-12) and ab["high"] == pytest.approx(-ba["low"], abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_pages_independent_bootstrap_equals_the_package(independent_difference, seed):
+    """Two AUCs on different images (a val and a test split, say): the same draws, the same numbers."""
+    y1, a, _, g1 = scores(seed)
+    y2, _, b, g2 = scores(seed + 10, n_groups=30)
+    names = np.array([f"t{k:02d}" for k in g2])  # group ids of another type: strings
+    mine = independent_difference((y1, a, g1), (y2, b, names), n_boot=400, seed=seed)
+    theirs = evaluation.bootstrap_auc_difference((y1, a, g1), (y2, b, names), n_boot=400, seed=seed)
+    for key in ("value", "low", "high"):
+        assert mine[key] == pytest.approx(theirs[key], abs=1e-12)
+
+
+def test_the_independent_bootstrap_drops_one_class_draws_and_is_not_the_paired_one(independent_difference):
+    """A small set whose draws often hold one class (NaN AUC, left out) still matches the package; on an
+    identical pair it gives a wide interval where pairing gives [0, 0] (so a scratch version that drew the
+    groups once for both sets would fail here)."""
+    y, a, b, groups = scores(6, n_groups=8)
+    mine = independent_difference((y, a, groups), (y, b, groups), n_boot=300, seed=2)
+    theirs = evaluation.bootstrap_auc_difference((y, a, groups), (y, b, groups), n_boot=300, seed=2)
+    assert [mine[k] for k in ("value", "low", "high")] == pytest.approx([theirs[k] for k in ("value", "low", "high")])
+    y, a, _, groups = scores(7)
+    same = independent_difference((y, a, groups), (y, a, groups), n_boot=300, seed=0)
+    assert same["value"] == 0 and same["high"] - same["low"] > 0.1
+    assert evaluation.paired_auc_difference((y, a, groups), (y, a, groups), n_boot=300, seed=0)["high"] == 0

@@ -1,6 +1,8 @@
 """Lesson 08: one prediction by hand (the notebook's cells tagged scratch: read, grey, resize,
 scale, call in inference mode) equals ``cxr_utils.predict.predict`` on planted images, for a
-sigmoid and a two-unit softmax model; a wrong resize or output column would not."""
+sigmoid and a two-unit softmax model; a wrong resize or output column would not. Exercise 1's
+solution (tagged scratch), the out-of-distribution score by hand, equals the package's
+``OODReference.scores`` and its flag."""
 
 from __future__ import annotations
 
@@ -86,3 +88,35 @@ def test_load_gray_matches_the_package_on_grey_and_rgb_files(hand, images):
 
     for path in images:
         assert np.array_equal(hand["load_gray"](path), load_gray8(path))
+
+
+def test_the_ood_score_by_hand_equals_the_package(hand):
+    """Raw feature vectors of very different lengths (only their direction counts once L2-normalised),
+    k = 5 and k = 2 neighbours, and the flag beyond the threshold."""
+    rng = np.random.default_rng(8)
+    train = rng.normal(size=(30, 16))
+    reference = predict.OODReference("planted", None, 16, "float32", train / np.linalg.norm(train, axis=1)[:, None], 0)
+    queries = rng.normal(size=(5, 16)) * np.array([0.01, 0.3, 1.0, 7.0, 100.0])[:, None]
+    expected = reference.scores(queries)
+    threshold = float(np.sort(expected)[1:3].mean())  # between two scores, equal to none
+    for query, score in zip(queries, expected):
+        mine, flagged = hand["ood_check"](query, reference.train, threshold)
+        assert mine == pytest.approx(score, abs=1e-6) and flagged == (score > threshold)
+    reference.neighbours = 2
+    assert hand["ood_check"](queries[1], reference.train, 0.5, k=2)[0] == pytest.approx(
+        reference.scores(queries[1:2])[0]
+    )
+
+
+def test_a_wrong_ood_rule_would_not_match(hand):
+    """Skipping the normalisation of the image's features, or keeping the nearest training image only,
+    gives another score: the equality above can fail."""
+    rng = np.random.default_rng(9)
+    train = rng.normal(size=(30, 16))
+    unit = train / np.linalg.norm(train, axis=1)[:, None]
+    query = 5 * rng.normal(size=16)
+    score = predict.OODReference("planted", None, 16, "float32", unit, 0).scores(query[None])[0]
+    unnormalised = np.sort(np.linalg.norm(unit - query, axis=1))[:5].mean()
+    nearest_only = hand["ood_check"](query, unit, 0.0, k=1)[0]
+    assert abs(unnormalised - score) > 0.1 and abs(nearest_only - score) > 1e-3
+    assert hand["ood_check"](query, unit, 0.0)[0] == pytest.approx(score)

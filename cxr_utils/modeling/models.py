@@ -17,7 +17,9 @@ def check_custom_cnn_params(params: Mapping[str, Any]) -> list[str]:
 
     The study ran two degenerate set-ups and reported them as results: a softmax over a
     single output unit is constantly 1, and categorical cross-entropy over a single unit is
-    constantly 0 (Keras normalises the one prediction to 1). Both still run here, flagged.
+    constantly 0 (Keras normalises the one prediction to 1). In both the weights still move
+    (Keras 3 takes the loss from the logits), but the scores cannot: they stay 1, or all move
+    the same way. Both still run here, flagged.
     """
     problems = below_minimum(
         params,
@@ -38,12 +40,13 @@ def check_custom_cnn_params(params: Mapping[str, Any]) -> list[str]:
     if params["activation_output"] == "softmax":
         warnings.append(
             "degenerate: softmax over a single output unit always outputs 1.0, so every image is "
-            "predicted COVID, AUC is 0.5 and nothing is learned (the study's runs 12-13)"
+            "predicted COVID and AUC is 0.5 whatever the weights learn (the study's runs 12-13)"
         )
     if params["loss"] == "categorical_crossentropy":
         warnings.append(
             "degenerate: categorical cross-entropy over a single output unit is constantly 0 (Keras "
-            "normalises the one prediction to 1), so there is no gradient (the study's run 14)"
+            "normalises the one prediction to 1), so the loss says nothing; its gradient, taken from "
+            "the logits, pushes every non-COVID score down and no COVID score up (the study's run 14)"
         )
     return warnings
 
