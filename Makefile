@@ -73,7 +73,7 @@ NB ?=
 
 grade: $(STAMP)
 	@test -n "$(NB)" || { echo 'usage: make grade NB="student/02_custom_cnn.ipynb ..."'; exit 2; }
-	$(PY) -m cxr_utils course grade $(NB)
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m cxr_utils course grade $(NB)
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/

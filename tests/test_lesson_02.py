@@ -131,6 +131,7 @@ def test_the_scratch_epoch0_auc_equals_the_package_on_a_small_model(ns):
 
 
 @pytest.mark.filterwarnings("ignore:You are using a softmax over axis")  # the study's runs 12-13, on purpose
+@pytest.mark.filterwarnings("ignore:.*received `from_logits=True`")  # set-up D, on purpose
 def test_the_degenerate_setups_move_the_weights_but_only_run14_moves_the_scores(ns):
     """The facts behind the notebook's Exercise 3 (Keras 3): binary cross-entropy takes the logit behind a
     softmax (runs 12-13), so the weights get run 9's gradient while the output stays exactly 1; categorical
@@ -159,7 +160,10 @@ def test_the_degenerate_setups_move_the_weights_but_only_run14_moves_the_scores(
     a = one_step("sigmoid", "binary_crossentropy")
     b = one_step("softmax", "binary_crossentropy")
     c = one_step("sigmoid", "categorical_crossentropy")
+    d = one_step("sigmoid", keras.losses.BinaryCrossentropy(from_logits=True))  # the sigmoid's output read as a logit
     assert a[1] > 0 and a[3] > 1e-6
     assert b[0] == pytest.approx(a[0], rel=1e-5) and b[1] == pytest.approx(a[1], rel=1e-4)  # the logit learns
     assert np.all(b[2] == 1.0) and b[3] == 0.0  # the output never moves
     assert c[0] == 0.0 and c[1] > 0 and c[3] > 1e-6  # a loss of 0 with a gradient
+    # from_logits=True on a sigmoid's output: Keras 3 warns and takes the logit behind the sigmoid, so D is A
+    assert d[0] == pytest.approx(a[0], rel=1e-5) and d[1] == pytest.approx(a[1], rel=1e-4) and d[3] > 1e-6
