@@ -68,8 +68,10 @@ def student_view(nb: Any) -> Any:
     kept, hiding = [], []
     for cell in nb.cells:
         edge = _boundary(cell)
-        if edge and edge[1] in ("SOLUTION", "TESTS"):
-            hiding.append(edge[1]) if edge[0] == "BEGIN" else hiding.pop()
+        if edge and edge[1] in ("SOLUTION", "TESTS") and edge[0] == "BEGIN":
+            hiding.append(edge[1])
+        elif edge and edge[1] in ("SOLUTION", "TESTS"):
+            hiding.pop()
         elif not hiding and not edge and not (cell.cell_type == "raw" and cell.source.startswith(CONFIG_CELL)):
             kept.append(cell)
     nb.cells = kept
