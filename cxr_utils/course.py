@@ -54,7 +54,7 @@ def key_folder() -> Path:
     return config.output_root() / "grading"
 
 
-def _boundary(cell: Any) -> tuple[str, str] | None:
+def block_boundary(cell: Any) -> tuple[str, str] | None:
     """``("BEGIN", "SOLUTION")`` and the like for otter's raw block cells, else None."""
     if cell.cell_type != "raw":
         return None
@@ -67,7 +67,7 @@ def student_view(nb: Any) -> Any:
     raw cells, solution blocks and test blocks removed."""
     kept, hiding = [], []
     for cell in nb.cells:
-        edge = _boundary(cell)
+        edge = block_boundary(cell)
         if edge and edge[1] in ("SOLUTION", "TESTS") and edge[0] == "BEGIN":
             hiding.append(edge[1])
         elif edge and edge[1] in ("SOLUTION", "TESTS"):
@@ -121,7 +121,7 @@ def manual_questions(notebook: Path) -> list[str]:
 
     names = []
     for cell in nbformat.read(str(notebook), as_version=4).cells:
-        if _boundary(cell) == ("BEGIN", "QUESTION"):
+        if block_boundary(cell) == ("BEGIN", "QUESTION"):
             settings = yaml.safe_load(cell.source.split("\n", 1)[1]) or {}
             if settings.get("manual"):
                 names.append(str(settings["name"]))

@@ -22,19 +22,16 @@ def raw(text: str) -> nbformat.NotebookNode:
     return nbformat.v4.new_raw_cell(text)
 
 
-def test_config(source: str) -> dict:
+def config_of_test(source: str) -> dict:
     found = TEST_CONFIG.match(source.strip())
     return (yaml.safe_load(found.group(1)) or {}) if found else {}
-
-
-test_config.__test__ = False  # a helper, not a test
 
 
 def questions(nb: nbformat.NotebookNode) -> list[dict]:
     """Each otter question of a master notebook: its settings, solution cells and test cells."""
     found, block = [], None
     for cell in nb.cells:
-        edge = course._boundary(cell)
+        edge = course.block_boundary(cell)
         if edge == ("BEGIN", "QUESTION"):
             found.append({"settings": yaml.safe_load(cell.source.split("\n", 1)[1]), "solution": [], "tests": []})
         elif edge and edge[1] in ("SOLUTION", "TESTS"):
@@ -61,34 +58,45 @@ def secret_lines(cell: nbformat.NotebookNode) -> list[str]:
     return found
 
 
+def planted_exercise(name: str, points: int, title: str, solution: str, public: str, hidden: str) -> list:
+    """One exercise in the project's format: task, solution block, a public test (0 points) and a
+    hidden test holding the points."""
+    return [
+        raw(f"# BEGIN QUESTION\nname: {name}\npoints: {points}"),
+        nbformat.v4.new_markdown_cell(title),
+        raw("# BEGIN SOLUTION"),
+        nbformat.v4.new_code_cell(solution),
+        raw("# END SOLUTION"),
+        raw("# BEGIN TESTS"),
+        nbformat.v4.new_code_cell(f'""" # BEGIN TEST CONFIG\npoints: 0\n""" # END TEST CONFIG\n{public}'),
+        nbformat.v4.new_code_cell(
+            f'""" # BEGIN TEST CONFIG\nhidden: true\npoints: {points}\n""" # END TEST CONFIG\n{hidden}'
+        ),
+        raw("# END TESTS"),
+        raw("# END QUESTION"),
+    ]
+
+
 def planted_master(path: Path) -> Path:
     """A two-exercise master notebook in the project's format: a function to write, a choice."""
     cells = [
         nbformat.v4.new_markdown_cell("# A planted lesson"),
-        raw("# BEGIN QUESTION\nname: exercise_1\npoints: 2"),
-        nbformat.v4.new_markdown_cell("### Exercise 1 (write): `double(v)`"),
-        raw("# BEGIN SOLUTION"),
-        nbformat.v4.new_code_cell("def double(v):\n    # BEGIN SOLUTION\n    return 2 * v\n    # END SOLUTION"),
-        raw("# END SOLUTION"),
-        raw("# BEGIN TESTS"),
-        nbformat.v4.new_code_cell('""" # BEGIN TEST CONFIG\npoints: 0\n""" # END TEST CONFIG\nassert callable(double)'),
-        nbformat.v4.new_code_cell(
-            '""" # BEGIN TEST CONFIG\nhidden: true\npoints: 2\n""" # END TEST CONFIG\nassert double(21) == 42'
+        *planted_exercise(
+            "exercise_1",
+            2,
+            "### Exercise 1 (write): `double(v)`",
+            "def double(v):\n    # BEGIN SOLUTION\n    return 2 * v\n    # END SOLUTION",
+            "assert callable(double)",
+            "assert double(21) == 42",
         ),
-        raw("# END TESTS"),
-        raw("# END QUESTION"),
-        raw("# BEGIN QUESTION\nname: exercise_2\npoints: 1"),
-        nbformat.v4.new_markdown_cell("### Exercise 2 (interpret): A or B?"),
-        raw("# BEGIN SOLUTION"),
-        nbformat.v4.new_code_cell('answer_2 = "B"  # SOLUTION'),
-        raw("# END SOLUTION"),
-        raw("# BEGIN TESTS"),
-        nbformat.v4.new_code_cell('""" # BEGIN TEST CONFIG\npoints: 0\n""" # END TEST CONFIG\nassert answer_2 in "AB"'),
-        nbformat.v4.new_code_cell(
-            '""" # BEGIN TEST CONFIG\nhidden: true\npoints: 1\n""" # END TEST CONFIG\nassert answer_2 == "B"'
+        *planted_exercise(
+            "exercise_2",
+            1,
+            "### Exercise 2 (interpret): A or B?",
+            'answer_2 = "B"  # SOLUTION',
+            'assert answer_2 in "AB"',
+            'assert answer_2 == "B"',
         ),
-        raw("# END TESTS"),
-        raw("# END QUESTION"),
         raw("# BEGIN QUESTION\nname: questionnaire_1\nmanual: true\npoints: 1"),
         nbformat.v4.new_markdown_cell("**Q1.** Why?"),
         raw("# BEGIN SOLUTION"),
@@ -128,7 +136,7 @@ def test_every_notebook_is_a_lesson_with_graded_exercises_and_model_answers(path
     assert 2 <= len(exercises) <= 4
     assert [q["settings"]["name"] for q in exercises] == [f"exercise_{k}" for k in range(1, len(exercises) + 1)]
     for q in exercises:
-        name, configs = q["settings"]["name"], [test_config(c.source) for c in q["tests"]]
+        name, configs = q["settings"]["name"], [config_of_test(c.source) for c in q["tests"]]
         assert q["solution"], f"{name} has no solution block"
         unmarked = [c.source[:60] for c in q["solution"] if c.cell_type == "code" and not secret_lines(c)]
         assert not unmarked, f"{name}: a solution cell with no # SOLUTION marker would be shown whole: {unmarked}"
@@ -148,7 +156,7 @@ def test_the_student_edition_holds_no_solution_and_no_hidden_test(tmp_path):
     for master, student in zip(NOTEBOOKS, written):
         nb = nbformat.read(str(master), as_version=4)
         shown = {line.strip() for c in course.student_view(nb).cells for line in c.source.splitlines()}
-        hidden = [t for q in questions(nb) for t in q["tests"] if test_config(t.source).get("hidden")]
+        hidden = [t for q in questions(nb) for t in q["tests"] if config_of_test(t.source).get("hidden")]
         lines = [line for q in questions(nb) for c in q["solution"] for line in secret_lines(c)]
         lines += [line for t in hidden for line in TEST_CONFIG.sub("", t.source).splitlines()]
         secret = {line.strip() for line in lines if len(line.strip()) >= 12} - shown
