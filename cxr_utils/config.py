@@ -26,6 +26,7 @@ DATA_ROOT_ENV = "CXR_DATA_ROOT"
 OUTPUT_DIR_ENV = "CXR_OUTPUT_DIR"
 WEIGHTS_DIR_ENV = "CXR_WEIGHTS_DIR"
 OFFLINE_ENV = "CXR_OFFLINE"
+ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"  # TensorFlow's own switch; read once, when TensorFlow loads
 
 # Parameters every notebook has, which the runner fills in (run name, folder, profile).
 RUNNER_PARAMETERS = ("run_name", "output_dir", "profile")
@@ -33,6 +34,55 @@ RUNNER_PARAMETERS = ("run_name", "output_dir", "profile")
 
 class ConfigError(ValueError):
     """A setting, params file or parameter value is wrong; the message names it."""
+
+
+# --------------------------------------------------------------------------- the CPU
+
+CPUINFO = Path("/proc/cpuinfo")
+# The flags for which TensorFlow's Linux wheels turn oneDNN on by themselves
+# (tensorflow/core/util/port.cc, DefaultOneDnnPolicy); on other x86 CPUs they use Eigen's kernels.
+TF_ONEDNN_DEFAULT_FLAGS = ("avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
+
+
+def cpu_description(cpuinfo: Path = CPUINFO) -> tuple[str, set[str]]:
+    """The CPU model name and its feature flags (empty where /proc/cpuinfo is absent)."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return "unknown", set()
+    model, flags = "unknown", set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and model == "unknown":
+            model = value.strip()
+        elif key.strip() == "flags" and not flags:
+            flags = set(value.split())
+    return model, flags
+
+
+def use_onednn() -> None:
+    """Turn TensorFlow's oneDNN kernels on unless ``TF_ENABLE_ONEDNN_OPTS`` is already set.
+
+    TensorFlow turns them on only on CPUs with VNNI, AVX512-BF16 or AMX; on an AVX2-only CPU its
+    Eigen kernels trained the grid's 8x8 and 12x12 CNNs about 2x slower in float32
+    (benchmarks/flops.py --compare-kernels). Called when ``cxr_utils`` is imported, before any
+    TensorFlow import, so notebooks and every kernel the runner starts inherit it; set the
+    variable to 0 to force Eigen's kernels."""
+    os.environ.setdefault(ONEDNN_ENV, "1")
+
+
+def cpu_kernels(cpuinfo: Path = CPUINFO) -> dict[str, Any]:
+    """Which of TensorFlow's CPU kernels this process uses (oneDNN or Eigen), and what TensorFlow
+    would have chosen by itself on this CPU (recorded in every ``result.json``)."""
+    _, flags = cpu_description(cpuinfo)
+    setting = os.environ.get(ONEDNN_ENV, "")
+    tf_default = any(flag in flags for flag in TF_ONEDNN_DEFAULT_FLAGS)
+    onednn = setting.lower() in ("1", "true") if setting else tf_default
+    return {
+        "library": "oneDNN" if onednn else "Eigen",
+        ONEDNN_ENV: setting or None,
+        "tensorflow_default_on_this_cpu": "oneDNN" if tf_default else "Eigen",
+    }
 
 
 # --------------------------------------------------------------------------- folders

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import time
@@ -23,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from .config import PROJECT_ROOT, RUNNER_PARAMETERS
+from .config import PROJECT_ROOT, RUNNER_PARAMETERS, cpu_kernels
 
 RESULT_FILE = "result.json"
 PARAMS_FILE = "params.yaml"
@@ -75,9 +76,14 @@ def library_versions() -> dict[str, str]:
 
 
 def machine() -> dict[str, Any]:
-    """CPU count and whether a GPU is visible (without importing TensorFlow)."""
+    """CPU count, whether a GPU is visible and TensorFlow's CPU kernels (without importing TensorFlow)."""
     gpu = Path("/proc/driver/nvidia/gpus").is_dir() and any(Path("/proc/driver/nvidia/gpus").iterdir())
-    return {"cpu_count": os.cpu_count(), "gpu": bool(gpu), "platform": platform.platform()}
+    return {
+        "cpu_count": os.cpu_count(),
+        "gpu": bool(gpu),
+        "platform": platform.platform(),
+        "cpu_kernels": cpu_kernels(),
+    }
 
 
 def read_result(folder: str | Path) -> dict[str, Any] | None:
@@ -182,17 +188,20 @@ class Run:
         """Mark the run complete: the last thing a notebook does."""
         self.result["status"] = "complete"
         self.result["provenance"]["finished"] = now()
+        self.result.setdefault("peak_memory_mib", {})["whole_run"] = peak_memory_mib()
         self.save()
         print(f"run complete: {self.folder / RESULT_FILE}")
 
     @contextlib.contextmanager
     def phase(self, name: str):
-        """Time a part of the run: ``with run.phase("training"): ...`` adds its seconds to ``phases``."""
+        """Time a part of the run: ``with run.phase("training"): ...`` adds its seconds to ``phases``
+        and the process's peak memory at its end to ``peak_memory_mib``."""
         started = time.perf_counter()
         try:
             yield
         finally:
             self.result.setdefault("phases", {})[name] = round(time.perf_counter() - started, 3)
+            self.result.setdefault("peak_memory_mib", {})[name] = peak_memory_mib()
             self.save()
 
     def save(self) -> None:
@@ -207,6 +216,11 @@ def seconds_since_process_start() -> float | None:
         return round(time.time() - psutil.Process().create_time(), 3)
     except (ImportError, OSError):
         return None
+
+
+def peak_memory_mib() -> float:
+    """This process's peak resident memory so far, in MiB (Linux reports it in KiB)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def start_run(

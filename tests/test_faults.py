@@ -366,3 +366,21 @@ def test_a_profile_with_a_non_finite_number_is_rejected(tmp_path, monkeypatch):
     monkeypatch.setattr(config, "PROFILES_DIR", tmp_path)
     with pytest.raises(config.ConfigError, match=r"odd.yaml: key 'scale' = \{'epochs': nan\} is not a finite number"):
         config.load_profile("odd")
+
+
+def test_each_phase_records_the_peak_memory_so_far(tmp_path):
+    code = f"""
+import numpy as np
+from pathlib import Path
+from cxr_utils import results
+run = results.start_run("probe", "probe", {{}}, {{"run_name": "memory"}}, {{}}, Path({str(tmp_path)!r}))
+with run.phase("small"):
+    small = np.ones(1_000)
+with run.phase("large"):
+    large = np.ones(400 * 2**20 // 8)  # 400 MiB, written
+run.complete()
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    peaks = results.read_result(tmp_path)["peak_memory_mib"]
+    assert set(peaks) == {"small", "large", "whole_run"}
+    assert peaks["large"] - peaks["small"] > 250 and peaks["whole_run"] >= peaks["large"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,8 @@ def test_batch_records_outcomes_resumes_and_never_overwrites(probe, tmp_path):
     assert result["status"] == "complete" and result["metrics"] == {"double": 42}
     assert result["profile"] == "smoke" and result["run"] == "good"
     assert result["provenance"]["git_commit"] and result["provenance"]["versions"]["python"]
+    kernels = result["provenance"]["cpu_kernels"]  # the kernel inherited the runner's oneDNN setting
+    assert kernels[config.ONEDNN_ENV] == os.environ[config.ONEDNN_ENV] and kernels["library"] in ("oneDNN", "Eigen")
     assert (good / "notebook.ipynb").is_file() and (good / "params.yaml").is_file()
     bad = results.read_result(out / "probe" / "bad")
     assert bad["status"] == "failed" and "asked to fail" in bad["error"]

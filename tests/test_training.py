@@ -1,6 +1,10 @@
-"""What training adds (epoch 0, learning check, early stopping) and the precision policy."""
+"""What training adds (epoch 0, learning check, early stopping), the precision policy and the CPU kernels."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -30,6 +34,36 @@ def test_precision_follows_the_hardware_and_an_explicit_request(tmp_path):
     with pytest.raises(config.ConfigError, match="key 'precision' = 'fp8'"):
         precision.choose_policy("fp8", amx)
     assert precision.choose_policy("auto", tmp_path / "absent", gpu=False).policy == "float32"
+
+
+def test_cpu_kernels_say_oneDNN_or_Eigen_and_what_tensorflow_would_pick(tmp_path, monkeypatch):
+    avx2 = cpuinfo(tmp_path, "avx2 fma", "AMD EPYC")
+    monkeypatch.setenv(config.ONEDNN_ENV, "1")
+    assert config.cpu_kernels(avx2) == {
+        "library": "oneDNN",
+        config.ONEDNN_ENV: "1",
+        "tensorflow_default_on_this_cpu": "Eigen",
+    }
+    monkeypatch.setenv(config.ONEDNN_ENV, "0")
+    assert config.cpu_kernels(avx2)["library"] == "Eigen"
+    monkeypatch.delenv(config.ONEDNN_ENV)
+    assert config.cpu_kernels(avx2)["library"] == "Eigen"  # unset: TensorFlow's own choice
+    vnni = cpuinfo(tmp_path, "avx2 avx512f avx512_vnni", "AMD EPYC")
+    assert config.cpu_kernels(vnni) == {
+        "library": "oneDNN",
+        config.ONEDNN_ENV: None,
+        "tensorflow_default_on_this_cpu": "oneDNN",
+    }
+
+
+@pytest.mark.parametrize("before, after", [(None, "1"), ("0", "0"), ("1", "1")])
+def test_importing_cxr_utils_turns_oneDNN_on_unless_the_environment_says(before, after):
+    env = {key: value for key, value in os.environ.items() if key != config.ONEDNN_ENV}
+    if before is not None:
+        env[config.ONEDNN_ENV] = before
+    code = f"import os, cxr_utils; print(os.environ.get({config.ONEDNN_ENV!r}))"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == after
 
 
 def test_under_bfloat16_the_output_stays_float32():

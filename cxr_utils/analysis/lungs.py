@@ -29,7 +29,6 @@ from scipy import ndimage
 from .. import config, registry
 from ..data import datasets
 from ..data.images import load_gray8, resize_gray8
-from ..modeling.precision import cpu_description
 from ..modeling.segmentation import UNetSettings, load_unet, train_unet
 from .evaluation import group_resample
 from .saliency import central_lung_mask
@@ -351,7 +350,7 @@ def provision(
         try:
             train, back = data.subset(~held), data.subset(held)
             _, outcome = train_unet((train.images, train.masks), (back.images, back.masks), settings, work, verbose)
-            cpu, flags = cpu_description()
+            cpu, flags = config.cpu_description()
             record = {
                 "key": key,
                 "settings": settings.as_dict(),

@@ -19,7 +19,7 @@ from .. import config
 
 POLICIES = config.PRECISION_POLICIES
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")
-CPUINFO = Path("/proc/cpuinfo")
+CPUINFO = config.CPUINFO
 
 
 @dataclass(frozen=True)
@@ -36,22 +36,6 @@ class Precision:
         return {**asdict(self), "bf16_flags": list(self.bf16_flags)}
 
 
-def cpu_description(cpuinfo: Path = CPUINFO) -> tuple[str, set[str]]:
-    """The CPU model name and its feature flags (empty where /proc/cpuinfo is absent)."""
-    try:
-        text = cpuinfo.read_text()
-    except OSError:
-        return "unknown", set()
-    model, flags = "unknown", set()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "model name" and model == "unknown":
-            model = value.strip()
-        elif key.strip() == "flags" and not flags:
-            flags = set(value.split())
-    return model, flags
-
-
 def gpu_visible() -> bool:
     """Whether TensorFlow sees a GPU."""
     import tensorflow as tf
@@ -62,7 +46,7 @@ def gpu_visible() -> bool:
 def choose_policy(requested: str = "auto", cpuinfo: Path = CPUINFO, gpu: bool | None = None) -> Precision:
     """``auto``: mixed_float16 on a GPU, mixed_bfloat16 where the CPU has native bfloat16,
     float32 otherwise. An explicit policy is used as asked (the reason says so)."""
-    model, flags = cpu_description(cpuinfo)
+    model, flags = config.cpu_description(cpuinfo)
     found = tuple(f for f in BF16_FLAGS if f in flags)
     if requested != "auto" and requested not in POLICIES:
         raise config.ConfigError(f"key 'precision' = {requested!r} is not auto or one of {', '.join(POLICIES)}")
