@@ -26,6 +26,7 @@ DATA_ROOT_ENV = "CXR_DATA_ROOT"
 OUTPUT_DIR_ENV = "CXR_OUTPUT_DIR"
 WEIGHTS_DIR_ENV = "CXR_WEIGHTS_DIR"
 OFFLINE_ENV = "CXR_OFFLINE"
+PRECISION_ENV = "CXR_PRECISION"  # a dtype policy for every run whose precision is auto
 ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"  # TensorFlow's own switch; read once, when TensorFlow loads
 
 # Parameters every notebook has, which the runner fills in (run name, folder, profile).

@@ -20,7 +20,8 @@ def cpuinfo(tmp_path, flags: str, model: str = "Test CPU"):
     return path
 
 
-def test_precision_follows_the_hardware_and_an_explicit_request(tmp_path):
+def test_precision_follows_the_hardware_and_an_explicit_request(tmp_path, monkeypatch):
+    monkeypatch.delenv(config.PRECISION_ENV, raising=False)
     amx = cpuinfo(tmp_path, "avx512f avx512_bf16 amx_bf16 amx_tile", "Intel Xeon")
     chosen = precision.choose_policy("auto", amx, gpu=False)
     assert chosen.policy == "mixed_bfloat16" and chosen.bf16_flags == ("amx_bf16", "avx512_bf16")
@@ -34,6 +35,17 @@ def test_precision_follows_the_hardware_and_an_explicit_request(tmp_path):
     with pytest.raises(config.ConfigError, match="key 'precision' = 'fp8'"):
         precision.choose_policy("fp8", amx)
     assert precision.choose_policy("auto", tmp_path / "absent", gpu=False).policy == "float32"
+
+
+def test_the_environment_sets_the_policy_of_auto_runs_only(tmp_path, monkeypatch):
+    amx = cpuinfo(tmp_path, "avx512f avx512_bf16 amx_bf16 amx_tile", "Intel Xeon")
+    monkeypatch.setenv(config.PRECISION_ENV, "float32")
+    chosen = precision.choose_policy("auto", amx, gpu=False)
+    assert chosen.policy == "float32" and config.PRECISION_ENV in chosen.reason
+    assert precision.choose_policy("mixed_bfloat16", amx, gpu=False).policy == "mixed_bfloat16"
+    monkeypatch.setenv(config.PRECISION_ENV, "fp8")
+    with pytest.raises(config.ConfigError, match=f"{config.PRECISION_ENV}='fp8'"):
+        precision.choose_policy("auto", amx, gpu=False)
 
 
 def test_cpu_kernels_say_oneDNN_or_Eigen_and_what_tensorflow_would_pick(tmp_path, monkeypatch):

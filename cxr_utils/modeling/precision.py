@@ -10,6 +10,7 @@ probabilities) in float32, so scores stay float32 for scikit-learn.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -45,13 +46,19 @@ def gpu_visible() -> bool:
 
 def choose_policy(requested: str = "auto", cpuinfo: Path = CPUINFO, gpu: bool | None = None) -> Precision:
     """``auto``: mixed_float16 on a GPU, mixed_bfloat16 where the CPU has native bfloat16,
-    float32 otherwise. An explicit policy is used as asked (the reason says so)."""
+    float32 otherwise. An explicit policy is used as asked (the reason says so). Where the
+    environment sets ``CXR_PRECISION``, ``auto`` becomes that policy: one switch for a whole build
+    (e.g. ``CXR_PRECISION=float32 make report`` times the float32 class on a bfloat16 CPU)."""
     model, flags = config.cpu_description(cpuinfo)
     found = tuple(f for f in BF16_FLAGS if f in flags)
+    asked_by, setting = "the run's precision parameter", f"key 'precision' = {requested!r}"
+    if requested == "auto" and os.environ.get(config.PRECISION_ENV):
+        requested = os.environ[config.PRECISION_ENV]
+        asked_by, setting = f"{config.PRECISION_ENV} in the environment", f"{config.PRECISION_ENV}={requested!r}"
     if requested != "auto" and requested not in POLICIES:
-        raise config.ConfigError(f"key 'precision' = {requested!r} is not auto or one of {', '.join(POLICIES)}")
+        raise config.ConfigError(f"{setting} is not auto or one of {', '.join(POLICIES)}")
     if requested != "auto":
-        reason = "asked for by the run's precision parameter"
+        reason = f"asked for by {asked_by}"
         if requested == "mixed_bfloat16" and not found:
             reason += " (this CPU has no native bfloat16: expect it to be slower than float32)"
         return Precision(requested, requested, reason, model, found)
