@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import time
@@ -218,9 +217,16 @@ def seconds_since_process_start() -> float | None:
         return None
 
 
-def peak_memory_mib() -> float:
-    """This process's peak resident memory so far, in MiB (Linux reports it in KiB)."""
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+def peak_memory_mib() -> float | None:
+    """This process's peak resident memory so far, in MiB: ``VmHWM`` of /proc/self/status, which
+    starts afresh with the process image (``getrusage``'s maxrss would carry the peak of the parent
+    that forked a kernel); None where there is no /proc."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    kib = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), None)
+    return None if kib is None else round(kib / 1024, 1)
 
 
 def start_run(
