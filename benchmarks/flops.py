@@ -82,7 +82,7 @@ def peak(flop_per_cycle: float | None, ghz: float | None) -> tuple[float, str]:
 
 
 def time_training(
-    size: int, filter_size: int, images: int, epochs: int, policy: str, jit_compile: bool
+    size: int, filter_size: int, images: int, epochs: int, policy: str, jit_compile: bool, layers_to_add: int = 0
 ) -> tuple[float, float]:
     """Training FLOPs per image and seconds per image (median of the epochs after the first)."""
     import keras
@@ -90,7 +90,7 @@ def time_training(
 
     keras.mixed_precision.set_global_policy(policy)
     training.seed_everything(0)
-    model = models.build_custom_cnn(size, filter_size)
+    model = models.build_custom_cnn(size, filter_size, layers_to_add=layers_to_add)
     models.compile_model(model, "RMSprop", 1e-3, "binary_crossentropy")
     model.jit_compile = jit_compile
     rng = np.random.default_rng(0)

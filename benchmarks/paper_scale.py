@@ -10,11 +10,12 @@ run on 2 CPU cores. This script:
 1. **Times one whole paper-scale epoch of run09** (256 px, 3x3 filters, batch 50) on as many
    random images as the data merge's training split has (2,497), then scores as many as its val
    split (535): measured, not projected.
-2. **Times every distinct grid configuration** (image size, filter, extra layers) for
-   ``--images`` random images over ``--epochs`` epochs (the epochs after the first count, as in
-   ``flops.py``), and projects each of the 14 runs: seconds per training image x training images
-   x the study's epochs, plus one val pass per epoch (a forward pass, counted as a third of a
-   training step per image). Random pixels cost what real ones do.
+2. **Times every distinct grid configuration** (image size, filter, extra layers) with
+   ``flops.py``'s ``time_training`` (``--images`` random images, ``--epochs`` epochs, the
+   epochs after the first counted, batch 50), and projects each of the 14 runs: seconds per
+   training image x training images x the study's epochs, plus one val pass per epoch (a
+   forward pass, counted as a third of a training step per image). Random pixels cost what real
+   ones do.
 3. **Projects the grid** on these 2 cores (one run after another); on N Dask workers, each a
    machine like this one (the runs packed longest first: no run is split); and on a GPU, from a
    published float32 throughput (``--gpu-tflops``; 19.5 is an A100's FP32 peak on NVIDIA's data
@@ -41,7 +42,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from flops import forward_flops  # noqa: E402
+from flops import time_training  # noqa: E402
 
 from cxr_utils import config  # noqa: E402
 from cxr_utils.modeling import models, precision, training  # noqa: E402
@@ -77,19 +78,6 @@ def random_data(images: int, size: int, batch: int):
     x = rng.integers(0, 256, (images, size, size, 3)).astype("uint8")
     y = rng.integers(0, 2, (images, 1)).astype("float32")
     return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch).map(lambda a, b: (tf.cast(a, "float32"), b))
-
-
-def seconds_per_image(size: int, filter_size: int, layers: int, images: int, epochs: int, batch: int) -> float:
-    """Training seconds per image at one configuration (median of the epochs after the first)."""
-    training.seed_everything(0)
-    model = train_model(size, filter_size, layers)
-    data = random_data(images, size, batch).cache()
-    seconds = []
-    for _ in range(epochs):
-        started = time.perf_counter()
-        model.fit(data, epochs=1, verbose=0)
-        seconds.append(time.perf_counter() - started)
-    return float(np.median(seconds[1:])) / images
 
 
 def one_paper_epoch(run: dict) -> tuple[float, float]:
@@ -168,9 +156,12 @@ def main() -> None:
             f"{(epoch + val) * run09['epochs'] / 3600:.1f} h"
         )
 
-    per_image = {}
+    flop_per_image, per_image = {}, {}  # training FLOPs and seconds per image, per configuration
     for key in sorted({configuration(run) for run in runs}):
-        per_image[key] = seconds_per_image(*key, args.images, args.epochs, 50)
+        size, filter_size, layers = key
+        flop_per_image[key], per_image[key] = time_training(
+            size, filter_size, args.images, args.epochs, chosen.policy, False, layers
+        )
     print(
         f"\n{'run':>6} {'px':>4} {'filter':>6} {'extra':>5} {'epochs':>6} {'s/img':>7} {'GFLOP/img':>9} "
         f"{'projected h':>11}"
@@ -178,7 +169,7 @@ def main() -> None:
     projected, total_flop = [], 0.0
     for run in runs:
         key = configuration(run)
-        flop = 3 * forward_flops(train_model(*key))
+        flop = flop_per_image[key]
         seconds = per_image[key] * (TRAIN_IMAGES + VAL_IMAGES / 3) * run["epochs"]
         projected.append(seconds)
         total_flop += flop * (TRAIN_IMAGES + VAL_IMAGES / 3) * run["epochs"]

@@ -20,7 +20,6 @@ from .. import config
 
 POLICIES = config.PRECISION_POLICIES
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")
-CPUINFO = config.CPUINFO
 
 
 @dataclass(frozen=True)
@@ -44,7 +43,7 @@ def gpu_visible() -> bool:
     return bool(tf.config.list_physical_devices("GPU"))
 
 
-def choose_policy(requested: str = "auto", cpuinfo: Path = CPUINFO, gpu: bool | None = None) -> Precision:
+def choose_policy(requested: str = "auto", cpuinfo: Path = config.CPUINFO, gpu: bool | None = None) -> Precision:
     """``auto``: mixed_float16 on a GPU, mixed_bfloat16 where the CPU has native bfloat16,
     float32 otherwise. An explicit policy is used as asked (the reason says so). Where the
     environment sets ``CXR_PRECISION``, ``auto`` becomes that policy: one switch for a whole build
