@@ -42,7 +42,10 @@ def _parser() -> argparse.ArgumentParser:
     pipeline.add_argument(
         "--no-provision",
         action="store_true",
-        help="do not provision Xception weights first, nor the lung model before the shortcut stage",
+        help=(
+            "do not provision Xception weights first, nor the frozen features (local workers) before the "
+            "transfer stage, nor the lung model before the shortcut stage"
+        ),
     )
     _executor_options(pipeline)
 

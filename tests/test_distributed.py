@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import os
 import random
 from collections import defaultdict
 from pathlib import Path
@@ -90,6 +91,20 @@ def test_a_dask_batch_gives_the_sequential_results_and_resumes(probe, tmp_path, 
     assert [o.status for o in again] == ["done before"] * 3
 
 
+@pytest.mark.slow
+def test_a_lone_run_goes_here_with_every_core_rather_than_to_one_of_two_local_workers(probe, tmp_path):
+    log = tmp_path / "log.txt"
+    lone = [params_file(tmp_path, "lone", f"value: 1\nlog: {log}\n")]
+    pair = [params_file(tmp_path, f"pair{v}", f"value: {v}\nlog: {log}\n") for v in (2, 3)]
+    with distributed.DaskExecutor(workers=2) as executor:
+        for files in (lone, pair):
+            outcomes = runner.run_batch(probe, files, profile="smoke", out=tmp_path / "out", executor=executor)
+            assert [o.status for o in outcomes] == ["complete"] * len(files)
+    parents = {run: int(pid) for run, pid, _, _ in logged(log)}  # the kernel's parent: this process, or a worker
+    assert parents["lone"] == os.getpid()
+    assert os.getpid() not in (parents["pair2"], parents["pair3"])
+
+
 def test_the_local_cluster_listens_on_loopback_only():
     with distributed.DaskExecutor(workers=2) as executor:
         scheduler = executor.client.scheduler.address
@@ -165,6 +180,21 @@ def test_a_worker_must_see_the_output_root_data_root_and_the_weights_the_client_
     assert f"output root {tmp_path / 'gone'} is missing" in distributed.missing_here(elsewhere)
     [random_init] = distributed.make_jobs(registry.TRANSFER.path, [("none", {"weights": "none"})], out, "smoke", None)
     assert random_init.weights is None  # nothing to check: the run uses no weights
+
+
+def test_a_worker_finds_the_weights_provisioned_into_the_batchs_output_root(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    provisioned = out / "weights" / "xception_imagenet_notop.weights.h5"  # as `pipeline --out` provisions it
+    provisioned.parent.mkdir(parents=True)
+    provisioned.write_bytes(b"xception")
+    monkeypatch.delenv(config.WEIGHTS_DIR_ENV, raising=False)
+    monkeypatch.setenv(config.OUTPUT_DIR_ENV, str(tmp_path / "the-workers-own"))  # a worker started outside the batch
+    with runner.output_root_for_kernels(out):  # the client, as in run_batch
+        [job] = distributed.make_jobs(registry.TRANSFER.path, [("x", {"backbone": "xception"})], out, "smoke", None)
+    assert job.weights == ("xception", None)
+    assert distributed.missing_here(job) == ""
+    provisioned.unlink()
+    assert "no ImageNet weights for backbone 'xception'" in distributed.missing_here(job)
 
 
 @pytest.mark.slow

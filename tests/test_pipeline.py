@@ -115,7 +115,7 @@ def test_the_course_profile_runs_its_rules_at_smoke_size(tmp_path, mirror_root, 
     assert final["role"] == "final" and final["epochs"] == 15 and final["max_train_images"] is None
 
 
-def test_the_lung_model_is_provisioned_once_just_before_the_shortcut_stage(tmp_path, monkeypatch):
+def test_the_lung_model_and_features_are_provisioned_once_just_before_their_stages(tmp_path, monkeypatch):
     events = []
     monkeypatch.setattr(pipeline, "provision_weights", lambda backbone, base: events.append(("weights", backbone)))
     monkeypatch.setattr(
@@ -143,6 +143,26 @@ def test_the_lung_model_is_provisioned_once_just_before_the_shortcut_stage(tmp_p
     training = [s for s in pipeline.STAGES if s.name == "data merge"]  # no shortcut stage: no lung model
     assert pipeline.run_pipeline(training, profile="smoke", out=out, export_to=None, provision=pipeline.PROVISIONED)
     assert [e[0] for e in events] == ["weights", "stage"]
+
+    class LocalWorkers:  # an executor whose workers split this machine's cores
+        def splits_local_cores(self) -> bool:
+            return True
+
+    monkeypatch.setattr(
+        pipeline, "provision_features", lambda stage, profile, base: events.append(("features", stage.name)) or 1.0
+    )
+    transfer = [s for s in pipeline.STAGES if s.name in ("transfer learning", "transfer seeds")]
+    for executor, provision, expected in (
+        (LocalWorkers(), pipeline.PROVISIONED, [("features", "transfer learning")]),  # once, before the first
+        (None, pipeline.PROVISIONED, []),  # one run after another computes each image once anyway
+        (LocalWorkers(), (), []),  # --no-provision
+    ):
+        events.clear()
+        pipeline.run_pipeline(
+            transfer, profile="smoke", out=out, export_to=None, provision=provision, executor=executor
+        )
+        assert [e for e in events if e[0] == "features"] == expected
+        assert [e[0] for e in events].count("stage") == 2
 
     asked = {}
     monkeypatch.setattr(pipeline, "run_pipeline", lambda **kwargs: asked.update(kwargs) or True)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import pattern
+from conftest import params_file, pattern
 
 from cxr_utils import config
 from cxr_utils.modeling import backbones, features, provision
@@ -304,3 +304,51 @@ def test_a_run_without_weights_is_reported_not_run_and_the_batch_goes_on(tmp_pat
     assert outcomes[0].status == "not run" and outcomes[0].detail.startswith("no weights: no ImageNet weights")
     result = json.loads((tmp_path / "runs" / "03_transfer_learning" / "vgg16" / "result.json").read_text())
     assert result["status"].startswith("skipped: no weights")
+
+
+def test_the_transfer_stage_features_are_provisioned_once_under_the_runs_own_cache_key(mirror_root, tmp_path, capsys):
+    """Two runs of one backbone share one pass over every image of the manifest; a run without
+    weights and a random-init run are left to themselves; an unreadable image does not stop it."""
+    import keras
+    import pandas as pd
+
+    from cxr_utils import registry
+    from cxr_utils.data import images as image_io
+    from cxr_utils.modeling import precision
+    from cxr_utils.runs import pipeline
+
+    covid = sorted((mirror_root / "radiography").rglob("COVID-*.png"))[:3]
+    normal = sorted((mirror_root / "radiography").rglob("Normal-*.png"))[:2]
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    rows = []
+    for k, (path, split) in enumerate(zip([*covid, *normal, broken], ["train", "val", "test", "train", "test", "val"])):
+        label = "COVID" if path in covid else "NONCOVID"
+        digest = image_io.file_sha256(path)
+        rows.append({"image_id": f"i{k}", "path": str(path), "label": label, "split": split, "sha256": digest})
+    manifest = pd.DataFrame(rows).assign(group_id=lambda t: t["image_id"], patient_id=lambda t: t["image_id"])
+    manifest.to_csv(tmp_path / "manifest.csv", index=False)
+    weights_file = config.PROJECT_ROOT.parent / "shared" / "weights" / MOBILENET_FILE
+    common = f"manifest: {tmp_path / 'manifest.csv'}\nimage_size: 32\nweights_path: {weights_file}\n"
+    runs = {
+        "mobilenet": f"backbone: mobilenet025\n{common}",
+        "mobilenet_finetune": f"backbone: mobilenet025\nfine_tune_layers: 2\n{common}",
+        "random": f"backbone: mobilenet025\nweights: none\nimage_size: 32\nmanifest: {tmp_path / 'manifest.csv'}\n",
+        "vgg16": f"backbone: vgg16\nimage_size: 32\nmanifest: {tmp_path / 'manifest.csv'}\n",
+    }
+    files = [params_file(tmp_path, name, text) for name, text in runs.items()]
+    stage = pipeline.Stage("transfer learning", registry.TRANSFER, params_from=lambda kind, profile, out: files)
+    before = keras.mixed_precision.global_policy().name
+    out = tmp_path / "out"
+    pipeline.provision_features(stage, "smoke", out)
+    first = capsys.readouterr().out
+    pipeline.provision_features(stage, "smoke", out)
+    again = capsys.readouterr().out
+    assert keras.mixed_precision.global_policy().name == before
+    weights = backbones.resolve_weights("mobilenet025", explicit=str(weights_file))
+    policy = precision.choose_policy("auto").policy
+    cache = features.cache_folder("mobilenet025", weights, 32, policy, root=out / "cache" / "features")
+    assert sorted(p.parent.parent for p in cache.rglob("*.npy")) == [cache] * 5  # the five readable images
+    assert all(features.vector_path(cache, r["sha256"]).is_file() for r in rows[:5])
+    assert first.count("frozen features") == 1 and "5 images computed, 0 found" in first
+    assert "0 images computed, 5 found" in again

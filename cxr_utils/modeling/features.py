@@ -8,6 +8,7 @@ backbone, weights hash, size) and the head trains on the cached vectors.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from .. import config
+from ..data import datasets
 from ..data.datasets import one_hot_labels
 from ..data.images import save_array
 from .backbones import Weights
@@ -84,6 +86,18 @@ def extract_lazily(
             vectors = np.stack([np.load(path) for path in paths])
             return FeatureSet(vectors, 0, len(paths), time.perf_counter() - started)
     return extract(build_extractor(), images, hashes, cache)
+
+
+def fill_cache(build_extractor: Callable[[], Any], manifest, size: int, cache: Path, *, root: Path) -> dict:
+    """Add to ``cache`` the features of every readable image of every split of ``manifest`` (a
+    manifest DataFrame) at ``size`` px that it lacks, building the extractor once, and only if
+    some image needs it. Returns :func:`extraction_record` of the pass."""
+    build_once = functools.cache(build_extractor)
+    found = []
+    for split in manifest["split"].drop_duplicates():
+        arrays = datasets.load_split(manifest, split, size, root=root)
+        found.append(extract_lazily(build_once, arrays.x, arrays.rows["sha256"].tolist(), cache))
+    return extraction_record(found, cache)
 
 
 def extraction_record(feature_sets: list[FeatureSet], cache: Path | None) -> dict:

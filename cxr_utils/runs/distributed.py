@@ -103,6 +103,11 @@ class DaskExecutor:
             cluster.close()
         self.client = None
 
+    def splits_local_cores(self) -> bool:
+        """True for two or more local workers (``workers``), each given its share of this
+        machine's cores; False for a scheduler's workers, which have their own machines."""
+        return self.scheduler is None and (self.workers or 0) > 1
+
     def _security(self) -> Security | None:
         """TLS from the three files, else None: Dask then reads its ``distributed.comm.tls`` config."""
         if not self.tls:
@@ -263,7 +268,8 @@ def missing_here(job: Job) -> str:
         if job.weights:
             from ..modeling import backbones
 
-            backbones.resolve_weights(job.weights[0], "imagenet", job.weights[1])
+            with runner.output_root_for_kernels(job.base):  # weights provisioned into <base>/weights/
+                backbones.resolve_weights(job.weights[0], "imagenet", job.weights[1])
     except config.ConfigError as err:
         return str(err)
     return ""

@@ -12,7 +12,8 @@ from .. import config, registry
 from . import final_fit, halving, runner, storage
 
 LUNGS = "lungs"  # the lung segmentation model, provisioned (trained once, cached) before the shortcut stage
-PROVISIONED = ("xception", LUNGS)  # what the main job provisions offline (--no-provision: nothing)
+FEATURES = "features"  # frozen features of every image, before the transfer stage, when local workers share the cores
+PROVISIONED = ("xception", FEATURES, LUNGS)  # what the main job provisions offline (--no-provision: nothing)
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,9 @@ def run_pipeline(
     """Provision the named weights, then run every stage in order into one output root (``out``,
     else ``CXR_OUTPUT_DIR``, else ``outputs/``), export the report, print each stage's wall time.
     With :data:`LUNGS` in ``provision``, the lung model at the profile's settings is provisioned
-    into that root's cache just before the first shortcut stage (its time a row of the table).
+    into that root's cache just before the first shortcut stage (its time a row of the table);
+    with :data:`FEATURES` and an executor whose workers split this machine's cores, the frozen
+    features of the first transfer stage's backbones (:func:`provision_features`) just before it.
     With ``executor``, the runs of each stage go to Dask workers in parallel; stages stay in order.
     A run folder another process holds is waited for (``wait``) or skipped.
 
@@ -86,13 +89,17 @@ def run_pipeline(
     base = Path(out).resolve() if out else config.output_root()
     note_renamed_folders(base)
     for backbone in provision:
-        if backbone != LUNGS:
+        if backbone not in (LUNGS, FEATURES):
             provision_weights(backbone, base)
     timings, ok, lungs_due = [], True, LUNGS in provision
+    features_due = FEATURES in provision and executor is not None and executor.splits_local_cores()
     for stage in stages:
         if lungs_due and stage.notebook is registry.SHORTCUTS:
             timings.append(("lung model", provision_lungs(profile, base)))
             lungs_due = False
+        if features_due and stage.notebook is registry.TRANSFER:
+            timings.append(("frozen features", provision_features(stage, profile, base)))
+            features_due = False
         started = time.monotonic()
         files = stage.params_files(profile, base)
         print(f"== stage: {stage.name} ({len(files)} runs)", flush=True)
@@ -158,6 +165,59 @@ def provision_weights(backbone: str, base: Path) -> None:
             if problem is None:
                 raise
             raise storage.StorageError(storage.explain(*problem, f"provisioning {backbone} stopped", base)) from None
+
+
+def provision_features(stage: Stage, profile: str, base: Path) -> float:
+    """Compute once, here with every core, the frozen features the runs of a transfer ``stage``
+    read: for each (backbone, size, precision, manifest) among its runs whose ImageNet weights are
+    found offline, every image of the manifest, into ``<base>/cache/features/``. One after
+    another, the runs compute each image once anyway; on local workers two runs of one backbone
+    (e.g. ``xception`` and ``xception_finetune``) would compute the same images at the same time,
+    each on one core. A backbone without weights is left to its runs, which report it; a cache
+    that cannot be filled is reported, and the runs fill it themselves. Returns the seconds."""
+    import keras
+
+    from ..data import datasets
+    from ..modeling import backbones, experiment, features, precision
+
+    started, wanted = time.monotonic(), {}
+    defaults = {name: p.default for name, p in config.notebook_parameters(stage.notebook.path).items()}
+    with runner.output_root_for_kernels(base):
+        for path in stage.params_files(profile, base):
+            params, _ = config.apply_profile(
+                {**defaults, **config.load_params_file(path), "profile": profile}, profile, stage.notebook.stem
+            )
+            if params["weights"] != "imagenet":
+                continue  # random init is never cached
+            try:
+                weights = backbones.resolve_weights(params["backbone"], "imagenet", params["weights_path"])
+            except backbones.WeightsNotFound:
+                continue
+            policy = precision.choose_policy(params["precision"])
+            key = (params["backbone"], params["image_size"], policy.policy, experiment.manifest_file(params))
+            wanted.setdefault(key, (weights, policy))
+        previous = keras.mixed_precision.global_policy()
+        try:
+            for (backbone, size, _, manifest), (weights, policy) in wanted.items():
+                precision.apply_policy(policy)
+                cache = features.cache_folder(backbone, weights, size, policy.policy)
+                record = features.fill_cache(
+                    lambda b=backbone, w=weights, s=size: backbones.build_extractor(b, w, s),
+                    datasets.read_manifest(manifest),
+                    size,
+                    cache,
+                    root=config.data_root(),
+                )
+                print(
+                    f"frozen features {cache.name}: {record['computed']} images computed, {record['reused']} found "
+                    f"in the cache, {record['seconds']:.0f} s",
+                    flush=True,
+                )
+        except (config.ConfigError, FileNotFoundError) as err:
+            print(f"frozen features not provisioned ({err}): the transfer runs compute their own", flush=True)
+        finally:
+            keras.mixed_precision.set_global_policy(previous)
+    return time.monotonic() - started
 
 
 def provision_lungs(profile: str, base: Path, n_boot: int = 1000) -> float:

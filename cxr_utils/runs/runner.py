@@ -104,6 +104,11 @@ def _values_check(notebook: str, spec: dict[str, config.Parameter], profile: str
 class Executor(Protocol):
     """Where a batch's runs go instead of one after another here (e.g. Dask workers)."""
 
+    def splits_local_cores(self) -> bool:
+        """Whether its workers divide this machine's cores among them (local workers): a batch
+        of one run then goes here instead, with every core."""
+        ...
+
     def run(
         self,
         nb_path: Path,
@@ -284,13 +289,16 @@ def run_batch(
     wait: bool = True,
 ) -> list[Outcome]:
     """Execute ``notebook`` once per params file; returns one outcome per file. The runs go one
-    after another here, or to ``executor`` (Dask workers, see :mod:`cxr_utils.runs.distributed`).
+    after another here, or to ``executor`` (Dask workers, see :mod:`cxr_utils.runs.distributed`),
+    except a single run when the executor's workers split this machine's cores: it runs here.
     A run folder another process holds is waited for, or skipped when ``wait`` is False.
     Raises :class:`~cxr_utils.runs.storage.StorageError` when the output disk refuses a write."""
     nb_path = config.notebook_path(notebook)
     config.load_profile(profile)  # fail early on an unknown profile
     planned = plan_runs(str(nb_path), params_files, profile)
     base = Path(out).resolve() if out else config.output_root()
+    if executor is not None and len(planned) == 1 and executor.splits_local_cores():
+        executor = None  # one run on one worker's share of the cores would leave the others idle
     with output_root_for_kernels(base):
         if executor is not None:
             outcomes = executor.run(nb_path, planned, base, profile=profile, force=force, kernel=kernel, wait=wait)
