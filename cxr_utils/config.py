@@ -72,6 +72,15 @@ def use_onednn() -> None:
     os.environ.setdefault(ONEDNN_ENV, "1")
 
 
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TF_NUM_INTRAOP_THREADS")
+
+
+def thread_limits() -> dict[str, str]:
+    """The thread-pool limits this process was started with (local Dask workers set each to
+    their share of the cores); empty when none is set: TensorFlow then uses every core."""
+    return {name: os.environ[name] for name in THREAD_ENV if name in os.environ}
+
+
 def cpu_kernels(cpuinfo: Path = CPUINFO) -> dict[str, Any]:
     """Which of TensorFlow's CPU kernels this process uses (oneDNN or Eigen), and what TensorFlow
     would have chosen by itself on this CPU (recorded in every ``result.json``)."""

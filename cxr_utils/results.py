@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from .config import PROJECT_ROOT, RUNNER_PARAMETERS, cpu_kernels
+from .config import PROJECT_ROOT, RUNNER_PARAMETERS, cpu_kernels, thread_limits
 
 RESULT_FILE = "result.json"
 PARAMS_FILE = "params.yaml"
@@ -75,13 +75,15 @@ def library_versions() -> dict[str, str]:
 
 
 def machine() -> dict[str, Any]:
-    """CPU count, whether a GPU is visible and TensorFlow's CPU kernels (without importing TensorFlow)."""
+    """CPU count, whether a GPU is visible, TensorFlow's CPU kernels and the thread-pool limits
+    the run got (without importing TensorFlow): timings compare only at the same limits."""
     gpu = Path("/proc/driver/nvidia/gpus").is_dir() and any(Path("/proc/driver/nvidia/gpus").iterdir())
     return {
         "cpu_count": os.cpu_count(),
         "gpu": bool(gpu),
         "platform": platform.platform(),
         "cpu_kernels": cpu_kernels(),
+        "thread_limits": thread_limits(),
     }
 
 

@@ -83,6 +83,9 @@ def test_a_dask_batch_gives_the_sequential_results_and_resumes(probe, tmp_path, 
         assert parallel["status"] == "complete" and parallel["metrics"] == alone["metrics"]
         assert parallel["requested"]["value"] == alone["requested"]["value"] and parallel["profile"] == "smoke"
         assert parallel["phases"]["wall_with_kernel"] > 0
+        share = str(max(1, os.cpu_count() // 2))  # each of the 2 local workers' share of the cores
+        assert parallel["provenance"]["thread_limits"] == dict.fromkeys(config.THREAD_ENV, share)
+        assert alone["provenance"]["thread_limits"] == config.thread_limits()  # this process's: none set
     printed = capsys.readouterr().out
     assert "[2/3] probe/run2: running (profile smoke) on tcp://127.0.0.1:" in printed
     assert "[2/3] probe/run2: complete in" in printed and "3 complete, 0 done before" in printed
@@ -96,13 +99,20 @@ def test_a_lone_run_goes_here_with_every_core_rather_than_to_one_of_two_local_wo
     log = tmp_path / "log.txt"
     lone = [params_file(tmp_path, "lone", f"value: 1\nlog: {log}\n")]
     pair = [params_file(tmp_path, f"pair{v}", f"value: {v}\nlog: {log}\n") for v in (2, 3)]
+    here = config.thread_limits()
     with distributed.DaskExecutor(workers=2) as executor:
         for files in (lone, pair):
             outcomes = runner.run_batch(probe, files, profile="smoke", out=tmp_path / "out", executor=executor)
             assert [o.status for o in outcomes] == ["complete"] * len(files)
+        assert config.thread_limits() == here  # Dask's nannies left this process's environment alone
     parents = {run: int(pid) for run, pid, _, _ in logged(log)}  # the kernel's parent: this process, or a worker
     assert parents["lone"] == os.getpid()
     assert os.getpid() not in (parents["pair2"], parents["pair3"])
+    limits = {
+        run: results.read_result(tmp_path / "out" / "probe" / run)["provenance"]["thread_limits"] for run in parents
+    }
+    assert limits["lone"] == here  # every core, as one after another
+    assert limits["pair2"] == limits["pair3"] == dict.fromkeys(config.THREAD_ENV, str(max(1, os.cpu_count() // 2)))
 
 
 def test_the_local_cluster_listens_on_loopback_only():

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import dask
 from distributed import Client, Future, LocalCluster, Security, get_worker, wait
 from tqdm import tqdm
 
@@ -46,7 +47,6 @@ LOOPBACK = "127.0.0.1"
 TOPIC = "cxr-run-started"  # the event a task sends when its run starts on a worker
 ALLOWED_FAILURES = 1  # a run whose worker dies is tried on one more worker
 READS_DATA = ("data", "custom", "transfer")  # kinds of notebooks whose runs read the data root
-THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TF_NUM_INTRAOP_THREADS")
 POLL_SECONDS = 1.0
 
 
@@ -154,18 +154,30 @@ class DaskExecutor:
 
 def local_cluster(workers: int, gpus_per_run: int = 0) -> LocalCluster:
     """``workers`` processes on this machine, reachable from it only (127.0.0.1, no dashboard).
-    Each runs one run at a time, whose thread pools get an equal share of the cores."""
+    Each runs one run at a time, whose thread pools get an equal share of the cores.
+
+    Dask's nannies, which live in this process, would otherwise set their default
+    ``pre-spawn-environ`` (OMP_NUM_THREADS=1 and the like) in this process's own environment
+    before each worker starts: the runs and provisioning done here (a stage of one run, the frozen
+    features, the lung model) then ran TensorFlow on one thread. The workers get their share
+    through ``env`` instead, and this process keeps its environment."""
     share = str(max(1, (os.cpu_count() or 1) // workers))
-    return LocalCluster(
-        n_workers=workers,
-        threads_per_worker=1,
-        processes=True,
-        host=LOOPBACK,
-        dashboard_address=None,
-        scheduler_kwargs={"allowed_failures": ALLOWED_FAILURES},
-        env=dict.fromkeys(THREAD_ENV, share),
-        **({"resources": {"GPU": gpus_per_run}} if gpus_per_run else {}),
-    )
+    spawn_environ = {
+        name: value
+        for name, value in dask.config.get("distributed.nanny.pre-spawn-environ", {}).items()
+        if name not in config.THREAD_ENV
+    }
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": spawn_environ}):
+        return LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            host=LOOPBACK,
+            dashboard_address=None,
+            scheduler_kwargs={"allowed_failures": ALLOWED_FAILURES},
+            env=dict.fromkeys(config.THREAD_ENV, share),
+            **({"resources": {"GPU": gpus_per_run}} if gpus_per_run else {}),
+        )
 
 
 def make_jobs(

@@ -191,14 +191,14 @@ def provision_features(stage: Stage, profile: str, base: Path) -> float:
                 continue  # random init is never cached
             try:
                 weights = backbones.resolve_weights(params["backbone"], "imagenet", params["weights_path"])
-            except backbones.WeightsNotFound:
+            except config.ConfigError:  # missing or damaged weights: the run reports it
                 continue
             policy = precision.choose_policy(params["precision"])
-            key = (params["backbone"], params["image_size"], policy.policy, experiment.manifest_file(params))
-            wanted.setdefault(key, (weights, policy))
+            key = (params["backbone"], weights.sha256, params["image_size"], policy.policy)
+            wanted.setdefault((*key, experiment.manifest_file(params)), (weights, policy))
         previous = keras.mixed_precision.global_policy()
         try:
-            for (backbone, size, _, manifest), (weights, policy) in wanted.items():
+            for (backbone, _, size, _, manifest), (weights, policy) in wanted.items():
                 precision.apply_policy(policy)
                 cache = features.cache_folder(backbone, weights, size, policy.policy)
                 record = features.fill_cache(
@@ -213,8 +213,15 @@ def provision_features(stage: Stage, profile: str, base: Path) -> float:
                     f"in the cache, {record['seconds']:.0f} s",
                     flush=True,
                 )
-        except (config.ConfigError, FileNotFoundError) as err:
+        except config.ConfigError as err:
             print(f"frozen features not provisioned ({err}): the transfer runs compute their own", flush=True)
+        except OSError as err:
+            problem = storage.storage_errno(err)
+            if problem is None:
+                raise
+            raise storage.StorageError(
+                storage.explain(*problem, "provisioning frozen features stopped", base)
+            ) from None
         finally:
             keras.mixed_precision.set_global_policy(previous)
     return time.monotonic() - started
