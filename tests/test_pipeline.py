@@ -199,3 +199,17 @@ def test_the_lung_model_is_trained_once_where_notebook_05_finds_it(small_mask_ro
     pipeline.provision_lungs("smoke", tmp_path / "other")
     missing = capsys.readouterr().out
     assert "lung model not provisioned" in missing and "fixed rectangle for every image" in missing
+
+
+def test_a_full_disk_while_provisioning_stops_the_job_naming_the_path_and_other_errors_pass(tmp_path):
+    import errno
+
+    from cxr_utils.runs import storage
+
+    full = OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "cache" / "x.npy"))
+    with pytest.raises(storage.StorageError, match="provisioning frozen features stopped") as raised:
+        pipeline.raise_storage_error(full, "provisioning frozen features stopped", tmp_path)
+    assert str(tmp_path / "cache" / "x.npy") in str(raised.value)
+    missing = FileNotFoundError(errno.ENOENT, "No such file", "gone.png")
+    with pytest.raises(FileNotFoundError):
+        pipeline.raise_storage_error(missing, "provisioning frozen features stopped", tmp_path)

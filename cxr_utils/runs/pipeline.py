@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 from .. import config, registry
 from . import final_fit, halving, runner, storage
@@ -150,6 +151,15 @@ def note_renamed_folders(base: Path) -> None:
             )
 
 
+def raise_storage_error(err: OSError, what: str, base: Path) -> NoReturn:
+    """Raise a storage error (disk full, read-only, quota) as a StorageError naming the path and
+    ``what`` it stopped; any other OSError as it is."""
+    problem = storage.storage_errno(err)
+    if problem is None:
+        raise err
+    raise storage.StorageError(storage.explain(*problem, what, base)) from None
+
+
 def provision_weights(backbone: str, base: Path) -> None:
     """Provision a backbone's weights where the runs of this output root look; a failure is
     reported and the job goes on (those runs are then reported as not run)."""
@@ -161,10 +171,7 @@ def provision_weights(backbone: str, base: Path) -> None:
         except config.ConfigError as err:
             print(f"{backbone} weights not provisioned ({err}): its runs will be reported as not run", flush=True)
         except OSError as err:
-            problem = storage.storage_errno(err)
-            if problem is None:
-                raise
-            raise storage.StorageError(storage.explain(*problem, f"provisioning {backbone} stopped", base)) from None
+            raise_storage_error(err, f"provisioning {backbone} stopped", base)
 
 
 def provision_features(stage: Stage, profile: str, base: Path) -> float:
@@ -216,12 +223,7 @@ def provision_features(stage: Stage, profile: str, base: Path) -> float:
         except config.ConfigError as err:
             print(f"frozen features not provisioned ({err}): the transfer runs compute their own", flush=True)
         except OSError as err:
-            problem = storage.storage_errno(err)
-            if problem is None:
-                raise
-            raise storage.StorageError(
-                storage.explain(*problem, "provisioning frozen features stopped", base)
-            ) from None
+            raise_storage_error(err, "provisioning frozen features stopped", base)
         finally:
             keras.mixed_precision.set_global_policy(previous)
     return time.monotonic() - started
@@ -246,10 +248,7 @@ def provision_lungs(profile: str, base: Path, n_boot: int = 1000) -> float:
         print(f"lung model not provisioned ({err}): notebook 05 uses the fixed rectangle for every image", flush=True)
         return time.monotonic() - started
     except OSError as err:
-        problem = storage.storage_errno(err)
-        if problem is None:
-            raise
-        raise storage.StorageError(storage.explain(*problem, "provisioning the lung model stopped", base)) from None
+        raise_storage_error(err, "provisioning the lung model stopped", base)
     seconds = time.monotonic() - started
     record = measured["training"]
     how = (
