@@ -161,8 +161,7 @@ def test_the_lung_model_and_features_are_provisioned_once_just_before_their_stag
         pipeline.run_pipeline(
             transfer, profile="smoke", out=out, export_to=None, provision=provision, executor=executor
         )
-        assert [e for e in events if e[0] == "features"] == expected
-        assert [e[0] for e in events].count("stage") == 2
+        assert [e for e in events if e[0] != "weights"] == [*expected, *[("stage", "03_transfer_learning")] * 2]
 
     asked = {}
     monkeypatch.setattr(pipeline, "run_pipeline", lambda **kwargs: asked.update(kwargs) or True)

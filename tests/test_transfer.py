@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import params_file, pattern
+from conftest import params_file, pattern, save
 
 from cxr_utils import config
 from cxr_utils.modeling import backbones, features, provision
@@ -314,7 +314,6 @@ def test_the_transfer_stage_features_are_provisioned_once_under_the_runs_own_cac
 
     from cxr_utils import registry
     from cxr_utils.data import images as image_io
-    from cxr_utils.modeling import precision
     from cxr_utils.runs import pipeline
 
     covid = sorted((mirror_root / "radiography").rglob("COVID-*.png"))[:3]
@@ -330,6 +329,7 @@ def test_the_transfer_stage_features_are_provisioned_once_under_the_runs_own_cac
     manifest.to_csv(tmp_path / "manifest.csv", index=False)
     weights_file = config.PROJECT_ROOT.parent / "shared" / "weights" / MOBILENET_FILE
     common = f"manifest: {tmp_path / 'manifest.csv'}\nimage_size: 32\nweights_path: {weights_file}\n"
+    common += "precision: mixed_bfloat16\n"  # not the default policy, so that restoring it is checked
     runs = {
         "mobilenet": f"backbone: mobilenet025\n{common}",
         "mobilenet_finetune": f"backbone: mobilenet025\nfine_tune_layers: 2\n{common}",
@@ -346,9 +346,26 @@ def test_the_transfer_stage_features_are_provisioned_once_under_the_runs_own_cac
     again = capsys.readouterr().out
     assert keras.mixed_precision.global_policy().name == before
     weights = backbones.resolve_weights("mobilenet025", explicit=str(weights_file))
-    policy = precision.choose_policy("auto").policy
-    cache = features.cache_folder("mobilenet025", weights, 32, policy, root=out / "cache" / "features")
+    cache = features.cache_folder("mobilenet025", weights, 32, "mixed_bfloat16", root=out / "cache" / "features")
     assert sorted(p.parent.parent for p in cache.rglob("*.npy")) == [cache] * 5  # the five readable images
     assert all(features.vector_path(cache, r["sha256"]).is_file() for r in rows[:5])
     assert first.count("frozen features") == 1 and "5 images computed, 0 found" in first
     assert "0 images computed, 5 found" in again
+
+
+def test_a_feature_cache_that_cannot_be_filled_is_reported_and_left_to_the_runs(tmp_path):
+    from cxr_utils.runs import pipeline
+
+    damaged = tmp_path / "xception_imagenet_notop.weights.h5"
+    damaged.write_bytes(b"not an h5 file")
+    weights = backbones.Weights(str(damaged), "0" * 64, "a test")
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("image_id,path,label,split,sha256,group_id,patient_id\n", encoding="utf-8")
+    said = pipeline.fill_features("xception", weights, 71, tmp_path / "cache", tmp_path / "missing.csv", tmp_path)
+    assert said.startswith("not provisioned (ConfigError: manifest") and "its runs compute their own" in said
+    rows = "i0,{p},COVID,train,{h},i0,i0\n".format(p=str(save(tmp_path / "x.png", pattern(1))), h="ab" * 32)
+    manifest.write_text(manifest.read_text(encoding="utf-8") + rows, encoding="utf-8")
+    said = pipeline.fill_features("xception", weights, 71, tmp_path / "cache", manifest, tmp_path)
+    assert said.startswith("not provisioned (") and "x.png" not in said  # the weights failed, not the image
+    assert "its runs compute their own" in said and "TypeError" not in said
+    assert not (tmp_path / "cache").exists()

@@ -96,6 +96,8 @@ def fill_cache(build_extractor: Callable[[], Any], manifest, size: int, cache: P
     found = []
     for split in manifest["split"].drop_duplicates():
         arrays = datasets.load_split(manifest, split, size, root=root)
+        if not len(arrays.y):
+            continue  # no readable image: nothing to compute, no extractor to build
         found.append(extract_lazily(build_once, arrays.x, arrays.rows["sha256"].tolist(), cache))
     return extraction_record(found, cache)
 

@@ -104,9 +104,10 @@ class DaskExecutor:
         self.client = None
 
     def splits_local_cores(self) -> bool:
-        """True for two or more local workers (``workers``), each given its share of this
-        machine's cores; False for a scheduler's workers, which have their own machines."""
-        return self.scheduler is None and (self.workers or 0) > 1
+        """True for two or more local workers (``workers``) without GPUs, each given its share of
+        this machine's cores; False for a scheduler's workers, which have their own machines, and
+        for GPU runs, which belong on the workers that hold the GPUs."""
+        return self.scheduler is None and (self.workers or 0) > 1 and not self.gpus_per_run
 
     def _security(self) -> Security | None:
         """TLS from the three files, else None: Dask then reads its ``distributed.comm.tls`` config."""
@@ -156,11 +157,12 @@ def local_cluster(workers: int, gpus_per_run: int = 0) -> LocalCluster:
     """``workers`` processes on this machine, reachable from it only (127.0.0.1, no dashboard).
     Each runs one run at a time, whose thread pools get an equal share of the cores.
 
-    Dask's nannies, which live in this process, would otherwise set their default
-    ``pre-spawn-environ`` (OMP_NUM_THREADS=1 and the like) in this process's own environment
-    before each worker starts: the runs and provisioning done here (a stage of one run, the frozen
-    features, the lung model) then ran TensorFlow on one thread. The workers get their share
-    through ``env`` instead, and this process keeps its environment."""
+    Dask's nannies, which live in this process, would otherwise set the thread limits of their
+    default ``pre-spawn-environ`` (OMP_NUM_THREADS=1 and the like) in this process's own
+    environment before each worker starts, and every kernel started here (a stage of one run)
+    would inherit them. The workers get their share through ``env`` instead; this process keeps
+    its thread settings (the rest of ``pre-spawn-environ``, e.g. MALLOC_TRIM_THRESHOLD_, still
+    applies)."""
     share = str(max(1, (os.cpu_count() or 1) // workers))
     spawn_environ = {
         name: value

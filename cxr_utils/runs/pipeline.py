@@ -7,10 +7,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from .. import config, registry
 from . import final_fit, halving, runner, storage
+
+if TYPE_CHECKING:
+    from ..modeling.backbones import Weights
 
 LUNGS = "lungs"  # the lung segmentation model, provisioned (trained once, cached) before the shortcut stage
 FEATURES = "features"  # frozen features of every image, before the transfer stage, when local workers share the cores
@@ -184,7 +187,6 @@ def provision_features(stage: Stage, profile: str, base: Path) -> float:
     that cannot be filled is reported, and the runs fill it themselves. Returns the seconds."""
     import keras
 
-    from ..data import datasets
     from ..modeling import backbones, experiment, features, precision
 
     started, wanted = time.monotonic(), {}
@@ -208,25 +210,33 @@ def provision_features(stage: Stage, profile: str, base: Path) -> float:
             for (backbone, _, size, _, manifest), (weights, policy) in wanted.items():
                 precision.apply_policy(policy)
                 cache = features.cache_folder(backbone, weights, size, policy.policy)
-                record = features.fill_cache(
-                    lambda b=backbone, w=weights, s=size: backbones.build_extractor(b, w, s),
-                    datasets.read_manifest(manifest),
-                    size,
-                    cache,
-                    root=config.data_root(),
-                )
-                print(
-                    f"frozen features {cache.name}: {record['computed']} images computed, {record['reused']} found "
-                    f"in the cache, {record['seconds']:.0f} s",
-                    flush=True,
-                )
-        except config.ConfigError as err:
-            print(f"frozen features not provisioned ({err}): the transfer runs compute their own", flush=True)
-        except OSError as err:
-            raise_storage_error(err, "provisioning frozen features stopped", base)
+                done = fill_features(backbone, weights, size, cache, manifest, base)
+                print(f"frozen features {cache.name}: {done}", flush=True)
         finally:
             keras.mixed_precision.set_global_policy(previous)
     return time.monotonic() - started
+
+
+def fill_features(backbone: str, weights: Weights, size: int, cache: Path, manifest: Path, base: Path) -> str:
+    """Fill one feature cache with every image of ``manifest``; says what happened. A full or
+    read-only disk stops the job; any other error (a damaged weights file, a missing manifest) is
+    reported and left to the runs, which compute their own features and report it too."""
+    from ..data import datasets
+    from ..modeling import backbones, features
+
+    try:
+        record = features.fill_cache(
+            lambda: backbones.build_extractor(backbone, weights, size),
+            datasets.read_manifest(manifest),
+            size,
+            cache,
+            root=config.data_root(),
+        )
+    except Exception as err:
+        if isinstance(err, OSError) and storage.storage_errno(err):
+            raise_storage_error(err, "provisioning frozen features stopped", base)
+        return f"not provisioned ({type(err).__name__}: {err}); its runs compute their own"
+    return f"{record['computed']} images computed, {record['reused']} found in the cache, {record['seconds']:.0f} s"
 
 
 def provision_lungs(profile: str, base: Path, n_boot: int = 1000) -> float:
