@@ -190,7 +190,7 @@ def provision_features(stage: Stage, profile: str, base: Path) -> float:
     from ..modeling import backbones, experiment, features, precision
 
     started, wanted = time.monotonic(), {}
-    defaults = {name: p.default for name, p in config.notebook_parameters(stage.notebook.path).items()}
+    defaults = runner.notebook_defaults(stage.notebook.path)
     with runner.output_root_for_kernels(base):
         for path in stage.params_files(profile, base):
             params, _ = config.apply_profile(
@@ -203,8 +203,14 @@ def provision_features(stage: Stage, profile: str, base: Path) -> float:
             except config.ConfigError:  # missing or damaged weights: the run reports it
                 continue
             policy = precision.choose_policy(params["precision"])
-            key = (params["backbone"], weights.sha256, params["image_size"], policy.policy)
-            wanted.setdefault((*key, experiment.manifest_file(params)), (weights, policy))
+            key = (
+                params["backbone"],
+                weights.sha256,
+                params["image_size"],
+                policy.policy,
+                experiment.manifest_file(params),
+            )
+            wanted.setdefault(key, (weights, policy))
         previous = keras.mixed_precision.global_policy()
         try:
             for (backbone, _, size, _, manifest), (weights, policy) in wanted.items():
